@@ -1,0 +1,22 @@
+"""Where things live. Everything is relative to the repository (or the unpacked handout)."""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTION_MODEL = ROOT / "solution" / "model.py"
+STARTER_MODEL = ROOT / "starter" / "model.py"
+
+
+def cache_dir() -> Path:
+    """Downloads (the novel) go here; override with INFKIT_CACHE."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infkit"
+    path = Path(os.environ.get("INFKIT_CACHE", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_model_path() -> Path:
+    """The model.py that tools use when none is named: the solution in the staff tree,
+    the student's own file in the handout (which has no solution/)."""
+    return SOLUTION_MODEL if SOLUTION_MODEL.exists() else STARTER_MODEL
