@@ -30,7 +30,7 @@ def main(argv=None):
         "speculative": lambda p: target.generate_speculative(p, args.new_tokens, draft, top_k=1),
     }.items():
         try:
-            seconds = [timing.time_call(lambda p=p: fn(p[None]), repeats=1)[0] for p in prompts]
+            seconds = [timing.time_call(lambda p=p, fn=fn: fn(p[None]), repeats=1)[0] for p in prompts]
         except NotImplementedError as e:
             print(f"{name:12s} not implemented yet: {e}")
             continue
