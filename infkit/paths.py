@@ -6,6 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION_MODEL = ROOT / "solution" / "model.py"
 STARTER_MODEL = ROOT / "starter" / "model.py"
+HANDOUT_MODEL = ROOT / "model.py"  # in the student handout, the student's own file sits at the top
 
 
 def cache_dir() -> Path:
@@ -17,6 +18,11 @@ def cache_dir() -> Path:
 
 
 def default_model_path() -> Path:
-    """The model.py that tools use when none is named: the solution in the staff tree,
-    the student's own file in the handout (which has no solution/)."""
-    return SOLUTION_MODEL if SOLUTION_MODEL.exists() else STARTER_MODEL
+    """The model.py that tools use when none is named (INFKIT_MODEL overrides): the solution
+    in the staff tree, the student's own model.py in the handout (which has no solution/)."""
+    if os.environ.get("INFKIT_MODEL"):
+        return Path(os.environ["INFKIT_MODEL"])
+    for path in (SOLUTION_MODEL, HANDOUT_MODEL):
+        if path.exists():
+            return path
+    return STARTER_MODEL
