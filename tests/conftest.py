@@ -1,8 +1,13 @@
 """Shared fixtures for the kit's own tests: the solution and the starter, loaded in DEBUG."""
 
 import pytest
+import torch
 
 from infkit import fixtures, loading, paths
+
+# The fixtures are tiny: one thread avoids thread-pool overhead and oversubscription on
+# shared CI cores (a 16-wide matmul is 30x slower with two contended threads).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
