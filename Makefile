@@ -44,5 +44,39 @@ check-starter: venv  ## fail if starter/model.py is stale
 bench: venv  ## the throughput / latency test (same as ./run.sh)
 	./run.sh
 
+# The Colab notebook: notebooks/build_notebook.py is its source; execute.py runs it in a kernel.
+.PHONY: notebook notebook-build notebook-starter
+
+notebook-build: venv  ## regenerate notebooks/inference.ipynb from notebooks/build_notebook.py
+	$(PY) notebooks/build_notebook.py
+
+notebook: venv  ## run the notebook headless against the solution (offline stand-ins); fails on any cell error
+	INFKIT_MODEL=$(CURDIR)/solution/model.py $(PY) notebooks/execute.py
+
+notebook-starter: venv  ## run it against the starter: must stop at the first stub with a short message
+	$(PY) notebooks/execute.py --starter
+
+# The written part: the calculator writes the answers, TeX builds both PDFs (needs pdflatex).
+.PHONY: written
+GPU ?= t4
+
+written: venv  ## build/written/: template.pdf, key.pdf (staff), answers.json; GPU=t4|a100|h100
+	$(PY) -m infkit.inference_math --gpu $(GPU) --out build/written
+	written/build.sh build/written
+
+# The Gradescope autograder (autograder/) and the student handout.
+.PHONY: autograder grade handout
+SUBMISSION ?= starter/model.py
+RESULTS ?= build/results.json
+
+autograder: venv check-starter  ## build build/autograder.zip (upload it to Gradescope)
+	$(PY) -m autograder.build autograder
+
+grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...]
+	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS)
+
+handout: venv check-starter  ## build build/handout.zip (inference-kit/: starter model.py, public tests, ...)
+	$(PY) -m autograder.build handout
+
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache .ruff_cache

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Throughput / latency test of a model.py: naive vs KV cache vs speculative decoding.
-# Creates the virtual environment on first use. Options: ./run.sh --help
+# The throughput / latency test: naive generate vs generate_kv vs generate_speculative, and the
+# transformers baselines on the same weights. `./run.sh --help` lists the options.
+# On a fresh machine it first builds .venv from the pinned requirements (make venv).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ]; then
-    make venv
+  echo "run.sh: setting up .venv (once)" >&2
+  if command -v make > /dev/null; then
+    make -s venv
+  else
+    python3 -m venv .venv
+    .venv/bin/python -m pip install -q -r requirements.txt
+    touch .venv/.installed
+  fi
 fi
 exec .venv/bin/python -m infkit.bench "$@"

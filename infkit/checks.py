@@ -1,17 +1,27 @@
-"""Correctness checks for each piece of the student contract, one function per piece.
+"""Correctness checks for each piece of the student contract.
 
-Every check builds its own fixture models from a seed, computes the expected answer itself
-(a full forward pass, or the given naive `generate`) and talks to the student's code only
-through the contract in model.py's docstrings. A failed check raises CheckFailed with a
-message that says what to fix; a passed one returns a short summary. The public tests, the
-autograder (with other seeds and shapes) and the notebook all call these, so they agree.
+Each piece has two halves, so that the same check can run in one process (public tests,
+notebook) or split across two (the autograder):
 
-Run a check against a model.py from the shell:  python -m infkit.checks PATH [piece ...]
+  probe_<piece>(module, rec, shape, seed)   runs the student's code on seeded fixtures and
+                                            records its raw outputs (tensors, ints) in `rec`;
+                                            nothing is judged here
+  judge_<piece>(ref, rec, shape, seed)      rebuilds the same fixtures from a reference module
+                                            `ref` (the given code: forward, naive generate),
+                                            computes the expected outputs itself and compares;
+                                            raises CheckFailed with what to fix
+
+The autograder runs the probe in a sandboxed worker and the judge in its own trusted process,
+so student code never sees (or patches) the code that decides. `CHECKS[piece](module)` does
+both in one process, with the module's own given code as the reference.
+
+Run the checks against a model.py from the shell:  python -m infkit.checks PATH [piece ...]
 """
 
 import copy
 import os
 import sys
+import traceback
 
 import torch
 
@@ -34,6 +44,16 @@ NEAR_TIE = 1e-4 * TOL_SCALE
 PUBLIC_SHAPE = "tiny"
 HIDDEN_SHAPE = dict(n_layer=2, n_head=3, n_embd=48, vocab_size=384, block_size=96)
 
+# What each piece's stub is called in a "not implemented yet" message.
+LABELS = {
+    "buffers": "buffers (CausalSelfAttention.init_kv_cache)",
+    "prefill": "prefill (the enable_kv branch of CausalSelfAttention.forward)",
+    "attn_decode": "attn_decode (CausalSelfAttention.decode)",
+    "gpt_decode": "gpt_decode (GPT.decode, or a piece it calls)",
+    "generate_kv": "generate_kv (or a piece it calls)",
+    "speculative": "generate_speculative",
+}
+
 
 class CheckFailed(AssertionError):
     """A check found a mistake; the message is written for the student."""
@@ -44,19 +64,22 @@ def _fail(message: str):
 
 
 def _close(got, expected) -> bool:
+    if not isinstance(got, torch.Tensor) or not got.is_floating_point() or got.shape != expected.shape:
+        return False
+    got = got.to(expected.dtype)
     if EXACT:
         return torch.equal(got, expected)
-    return got.shape == expected.shape and torch.allclose(got, expected, rtol=RTOL, atol=ATOL)
+    return torch.allclose(got, expected, rtol=RTOL, atol=ATOL)
 
 
 def _diff(got, expected) -> str:
+    if not isinstance(got, torch.Tensor):
+        return f"got {type(got).__name__}, expected a tensor"
     if got.shape != expected.shape:
         return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-    return f"max abs difference {float((got - expected).abs().max()):.3g}"
-
-
-def _shape_kwargs(shape):
-    return fixtures.config_kwargs(shape)
+    if not got.is_floating_point():
+        return f"dtype {got.dtype}, expected floating point"
+    return f"max abs difference {float((got.to(expected.dtype) - expected).abs().max()):.3g}"
 
 
 def _model(module, shape, seed):
@@ -83,65 +106,94 @@ def ensure_cache(model, batch_size: int):
         return "fallback"
 
 
-def _not_implemented(piece: str, err: NotImplementedError):
-    _fail(f"{piece} is not implemented yet ({err}).")
+def _as_int(x):
+    """seq_pos and friends as a plain int (or a string saying what they were instead)."""
+    if isinstance(x, bool):
+        return repr(x)
+    if isinstance(x, int):
+        return x
+    if isinstance(x, torch.Tensor) and x.numel() == 1 and not x.is_floating_point():
+        return int(x)
+    return repr(x)[:60]
+
+
+def _detach(t):
+    return t.detach().clone().cpu() if isinstance(t, torch.Tensor) else t
 
 
 # ---------------------------------------------------------------------------------------
 # 1. buffers
 
 
-def check_buffers(module, shape=PUBLIC_SHAPE, seed=0) -> str:
+def probe_buffers(module, rec, shape=PUBLIC_SHAPE, seed=0):
     model = _model(module, shape, seed)
     attn = model.transformer.h[0].attn
-    cfg = model.config
-    try:
-        attn.init_kv_cache(3, 40)
-    except NotImplementedError as e:
-        _not_implemented("buffers (CausalSelfAttention.init_kv_cache)", e)
+    attn.init_kv_cache(3, 40)
     buffers = dict(attn.named_buffers())
-    if "kv_cache" not in buffers:
-        _fail("init_kv_cache must register the cache with self.register_buffer('kv_cache', ...).")
+    rec["registered"] = "kv_cache" in buffers
+    if not rec["registered"]:
+        return
     cache = buffers["kv_cache"]
-    expected = (2, 3, cfg.n_head, 40, _head_dim(model))
-    if tuple(cache.shape) != expected:
-        _fail(
-            f"kv_cache has shape {tuple(cache.shape)}; expected (2, batch_size, n_head, "
-            f"max_seq_len, head_dim) = {expected} for init_kv_cache(3, 40)."
-        )
-    if cache.dtype != attn.c_attn.weight.dtype:
-        _fail(f"kv_cache dtype is {cache.dtype}; use the dtype of the module's weights.")
-    if cache.abs().sum() != 0:
-        _fail("a freshly allocated kv_cache should be all zeros.")
-    if getattr(attn, "seq_pos", None) != 0:
-        _fail("init_kv_cache must leave self.seq_pos == 0 (an empty cache).")
-    if any("kv_cache" in k for k in model.state_dict()):
-        _fail("register the cache with persistent=False, so state_dict() and from_pretrained are unchanged.")
+    rec["shape"] = list(cache.shape)
+    rec["dtype"] = str(cache.dtype)
+    rec["zeros"] = bool(cache.abs().sum() == 0)
+    rec["seq_pos"] = _as_int(getattr(attn, "seq_pos", None))
+    rec["persistent"] = any("kv_cache" in k for k in model.state_dict())
     model.double()
-    if attn.kv_cache.dtype != torch.float64:
-        _fail("the cache must move with the model (.to / .double): register it as a buffer.")
+    rec["dtype_after_double"] = str(attn.kv_cache.dtype)
     model.float()
     model.setup_kv_cache(2)
-    for i, block in enumerate(model.transformer.h):
-        c = block.attn.kv_cache
-        if c is None or c.size(1) < 2 or c.size(3) != cfg.block_size:
+    rec["setup_shapes"] = [
+        None if block.attn.kv_cache is None else list(block.attn.kv_cache.shape)
+        for block in model.transformer.h
+    ]
+
+
+def judge_buffers(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
+    cfg = fixtures.config_kwargs(shape)
+    if "registered" not in rec:
+        return ""
+    if not rec["registered"]:
+        _fail("init_kv_cache must register the cache with self.register_buffer('kv_cache', ...).")
+    expected = [2, 3, cfg["n_head"], 40, cfg["n_embd"] // cfg["n_head"]]
+    if rec["shape"] != expected:
+        _fail(
+            f"kv_cache has shape {tuple(rec['shape'])}; expected (2, batch_size, n_head, "
+            f"max_seq_len, head_dim) = {tuple(expected)} for init_kv_cache(3, 40)."
+        )
+    if rec["dtype"] != "torch.float32":
+        _fail(f"kv_cache dtype is {rec['dtype']}; use the dtype of the module's weights.")
+    if not rec["zeros"]:
+        _fail("a freshly allocated kv_cache should be all zeros.")
+    if rec["seq_pos"] != 0:
+        _fail("init_kv_cache must leave self.seq_pos == 0 (an empty cache).")
+    if rec["persistent"]:
+        _fail("register the cache with persistent=False, so state_dict() and from_pretrained are unchanged.")
+    if "dtype_after_double" not in rec:
+        return ""
+    if rec["dtype_after_double"] != "torch.float64":
+        _fail("the cache must move with the model (.to / .double): register it as a buffer.")
+    if "setup_shapes" not in rec:
+        return ""
+    for i, s in enumerate(rec["setup_shapes"]):
+        if s is None or len(s) != 5 or s[1] < 2 or s[3] != cfg["block_size"]:
             _fail(f"setup_kv_cache(2) left layer {i} without a (2, >=2, n_head, block_size, head_dim) cache.")
-    return f"kv_cache {expected} registered, non-persistent, follows the model's dtype"
+    return f"kv_cache {tuple(expected)} registered, non-persistent, follows the model's dtype"
 
 
 # ---------------------------------------------------------------------------------------
-# 2. prefill
+# 2. prefill (batch 2, prompt 11)
 
 
 def _capture_kv(model, idx):
     """Keys and values of every layer for a full forward of idx: (B, nh, T, hs) each."""
     captured = []
+    nh = model.config.n_head
 
     def hook(mod, inp, out):
         B, T, C3 = out.shape
         C = C3 // 3
         _, k, v = out.split(C, dim=2)
-        nh = model.config.n_head
         captured.append(
             (k.view(B, T, nh, C // nh).transpose(1, 2), v.view(B, T, nh, C // nh).transpose(1, 2))
         )
@@ -156,119 +208,158 @@ def _capture_kv(model, idx):
     return captured, logits
 
 
-def check_prefill(module, shape=PUBLIC_SHAPE, seed=0, batch=2, prompt_len=11) -> str:
+def _prefill_prompt(shape, seed, batch=2, prompt_len=11):
+    return fixtures.random_prompt(
+        batch, prompt_len, fixtures.config_kwargs(shape)["vocab_size"], seed=seed + 1
+    )
+
+
+def probe_prefill(module, rec, shape=PUBLIC_SHAPE, seed=0):
     model = _model(module, shape, seed)
-    idx = fixtures.random_prompt(batch, prompt_len, model.config.vocab_size, seed=seed + 1)
-    expected_kv, expected_logits = _capture_kv(model, idx)
-    ensure_cache(model, batch + 1)
+    idx = _prefill_prompt(shape, seed)
+    B, T = idx.shape
+    ensure_cache(model, B + 1)
     for block in model.transformer.h:
         block.attn.enable_kv = True
     try:
         with torch.no_grad():
-            logits, _ = model(idx, all_logits=True)
-    except NotImplementedError as e:
-        _not_implemented("prefill (the enable_kv branch of CausalSelfAttention.forward)", e)
+            rec["logits"] = _detach(model(idx, all_logits=True)[0])
     finally:
         for block in model.transformer.h:
             block.attn.enable_kv = False
-    if not _close(logits, expected_logits):
-        _fail(f"filling the cache changed forward()'s output ({_diff(logits, expected_logits)}).")
-    for i, (block, (k, v)) in enumerate(zip(model.transformer.h, expected_kv)):
-        attn = block.attn
-        if attn.seq_pos != prompt_len:
+    seq_pos = [_as_int(b.attn.seq_pos) for b in model.transformer.h]
+    k = [_detach(b.attn.kv_cache[0, :B, :, :T]) for b in model.transformer.h]
+    v = [_detach(b.attn.kv_cache[1, :B, :, :T]) for b in model.transformer.h]
+    rec.update(seq_pos=seq_pos, k=k, v=v)
+
+
+def judge_prefill(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
+    model = _model(ref, shape, seed)
+    idx = _prefill_prompt(shape, seed)
+    B, T = idx.shape
+    expected_kv, expected_logits = _capture_kv(model, idx)
+    if "logits" not in rec:
+        return ""
+    if not _close(rec["logits"], expected_logits):
+        _fail(f"filling the cache changed forward()'s output ({_diff(rec['logits'], expected_logits)}).")
+    if "v" not in rec or not len(rec["k"]) == len(rec["v"]) == len(rec["seq_pos"]) == len(expected_kv):
+        return ""
+    for i, (k, v) in enumerate(expected_kv):
+        if rec["seq_pos"][i] != T:
+            _fail(f"after a prefill of {T} tokens, layer {i} has seq_pos {rec['seq_pos'][i]}; expected {T}.")
+        if not _close(rec["k"][i], k):
             _fail(
-                f"after a prefill of {prompt_len} tokens, layer {i} has seq_pos {attn.seq_pos}; expected {prompt_len}."
-            )
-        cached_k = attn.kv_cache[0, :batch, :, :prompt_len]
-        cached_v = attn.kv_cache[1, :batch, :, :prompt_len]
-        if not _close(cached_k, k):
-            _fail(
-                f"layer {i}: kv_cache[0, :B, :, :T] does not hold the prompt's keys ({_diff(cached_k, k)}). "
+                f"layer {i}: kv_cache[0, :B, :, :T] does not hold the prompt's keys ({_diff(rec['k'][i], k)}). "
                 "Keys go in index 0, values in index 1, laid out (B, n_head, T, head_dim)."
             )
-        if not _close(cached_v, v):
+        if not _close(rec["v"][i], v):
             _fail(
-                f"layer {i}: kv_cache[1, :B, :, :T] does not hold the prompt's values ({_diff(cached_v, v)})."
+                f"layer {i}: kv_cache[1, :B, :, :T] does not hold the prompt's values ({_diff(rec['v'][i], v)})."
             )
-    return f"prefill of {batch}x{prompt_len} tokens stored every layer's keys and values"
+    return f"prefill of {B}x{T} tokens stored every layer's keys and values"
 
 
 # ---------------------------------------------------------------------------------------
-# 3. attention decode
+# 3. attention decode: a chunk from an empty cache, then single tokens, then a multi-token
+# chunk, each compared with forward() of layer 0's attention on the whole sequence.
 
 
-def check_attn_decode(module, shape=PUBLIC_SHAPE, seed=0, batch=2, total=15, first=6) -> str:
-    """CausalSelfAttention.decode alone: a chunk from an empty cache, then single tokens,
-    then a multi-token chunk, each compared with forward() on the whole sequence."""
-    model = _model(module, shape, seed)
-    attn = model.transformer.h[0].attn
-    C = model.config.n_embd
+def _attn_input(shape, seed, batch=2, total=15, first=6):
+    C = fixtures.config_kwargs(shape)["n_embd"]
     g = torch.Generator().manual_seed(seed + 2)
     x = torch.randn(batch, total, C, generator=g)
-    with torch.no_grad():
-        expected = attn(x)  # (B, total, C), no cache involved
-    ensure_cache(model, batch)
     chunks = [(0, first)] + [(t, t + 1) for t in range(first, total - 4)] + [(total - 4, total)]
-    try:
-        with torch.no_grad():
-            for start, end in chunks:
-                if attn.seq_pos != start:
-                    _fail(
-                        f"before decoding positions {start}..{end - 1}, seq_pos is {attn.seq_pos}; "
-                        f"decode() must advance seq_pos by the number of new tokens, once."
-                    )
-                y = attn.decode(x[:, start:end])
-                if not _close(y, expected[:, start:end]):
-                    kind = "one new token" if end - start == 1 else f"{end - start} new tokens at once"
-                    hint = (
-                        " With several new tokens, token i may attend to the cache and to new tokens 0..i only."
-                        if end - start > 1
-                        else " The new token should attend to every cached position and itself."
-                    )
-                    _fail(
-                        f"decode() of {kind} at positions {start}..{end - 1} differs from forward() on the "
-                        f"whole sequence ({_diff(y, expected[:, start:end])}).{hint}"
-                    )
-    except NotImplementedError as e:
-        _not_implemented("attn_decode (CausalSelfAttention.decode)", e)
-    if attn.seq_pos != total:
-        _fail(f"after decoding {total} positions, seq_pos is {attn.seq_pos}.")
-    return f"decode matched forward() for {len(chunks)} steps (single tokens and chunks), batch {batch}"
+    return x, chunks
+
+
+def probe_attn_decode(module, rec, shape=PUBLIC_SHAPE, seed=0):
+    model = _model(module, shape, seed)
+    attn = model.transformer.h[0].attn
+    x, chunks = _attn_input(shape, seed)
+    ensure_cache(model, x.size(0))
+    rec["seq_pos"], rec["y"] = [], []
+    with torch.no_grad():
+        for start, end in chunks:
+            rec["seq_pos"].append(_as_int(attn.seq_pos))
+            rec["y"].append(_detach(attn.decode(x[:, start:end])))
+    rec["final_seq_pos"] = _as_int(attn.seq_pos)
+
+
+def judge_attn_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
+    model = _model(ref, shape, seed)
+    x, chunks = _attn_input(shape, seed)
+    with torch.no_grad():
+        expected = model.transformer.h[0].attn(x)  # (B, total, C), no cache involved
+    for (start, end), pos, y in zip(chunks, rec.get("seq_pos", []), rec.get("y", [])):
+        if pos != start:
+            _fail(
+                f"before decoding positions {start}..{end - 1}, seq_pos is {pos}; "
+                f"decode() must advance seq_pos by the number of new tokens, once."
+            )
+        if not _close(y, expected[:, start:end]):
+            kind = "one new token" if end - start == 1 else f"{end - start} new tokens at once"
+            hint = (
+                " With several new tokens, token i may attend to the cache and to new tokens 0..i only."
+                if end - start > 1
+                else " The new token should attend to every cached position and itself."
+            )
+            _fail(
+                f"decode() of {kind} at positions {start}..{end - 1} differs from forward() on the "
+                f"whole sequence ({_diff(y, expected[:, start:end])}).{hint}"
+            )
+    if "final_seq_pos" not in rec or len(rec["y"]) != len(chunks):
+        return ""
+    total = x.size(1)
+    if rec["final_seq_pos"] != total:
+        _fail(f"after decoding {total} positions, seq_pos is {rec['final_seq_pos']}.")
+    return f"decode matched forward() for {len(chunks)} steps (single tokens and chunks), batch {x.size(0)}"
 
 
 # ---------------------------------------------------------------------------------------
-# 4. GPT decode
+# 4. GPT decode: a chunk from an empty cache, then one token at a time
 
 
-def check_gpt_decode(module, shape=PUBLIC_SHAPE, seed=0, batch=2, total=14, first=5) -> str:
+def _decode_prompt(shape, seed, batch=2, total=14):
+    return fixtures.random_prompt(batch, total, fixtures.config_kwargs(shape)["vocab_size"], seed=seed + 3)
+
+
+def probe_gpt_decode(module, rec, shape=PUBLIC_SHAPE, seed=0, first=5):
     model = _model(module, shape, seed)
-    idx = fixtures.random_prompt(batch, total, model.config.vocab_size, seed=seed + 3)
+    idx = _decode_prompt(shape, seed)
+    ensure_cache(model, idx.size(0))
+    rec["first"] = _detach(model.decode(idx[:, :first]))
+    rec["kv_pos"], rec["steps"] = [], []
+    for t in range(first, idx.size(1)):
+        rec["kv_pos"].append(_as_int(model.kv_pos))
+        rec["steps"].append(_detach(model.decode(idx[:, t : t + 1])))
+
+
+def judge_gpt_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0, first=5) -> str:
+    model = _model(ref, shape, seed)
+    idx = _decode_prompt(shape, seed)
+    B, total = idx.shape
     with torch.no_grad():
         expected, _ = model(idx, all_logits=True)  # (B, total, V)
-    ensure_cache(model, batch)
-    try:
-        got = model.decode(idx[:, :first])
-        if tuple(got.shape) != (batch, first, model.config.vocab_size):
-            _fail(f"GPT.decode(idx) must return logits (B, T_new, V); got {tuple(got.shape)}.")
-        if not _close(got, expected[:, :first]):
+    if "first" not in rec:
+        return ""
+    got = rec["first"]
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (B, first, model.config.vocab_size):
+        shape_got = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        _fail(f"GPT.decode(idx) must return logits (B, T_new, V); got {shape_got}.")
+    if not _close(got, expected[:, :first]):
+        _fail(f"GPT.decode from an empty cache differs from forward() ({_diff(got, expected[:, :first])}).")
+    for t, pos, step in zip(range(first, total), rec.get("kv_pos", []), rec.get("steps", [])):
+        if pos != t:
+            _fail(f"kv_pos is {pos} before decoding position {t}: advance it once per new token.")
+        if not _close(step, expected[:, t : t + 1]):
             _fail(
-                f"GPT.decode from an empty cache differs from forward() ({_diff(got, expected[:, :first])})."
+                f"GPT.decode of the token at position {t} differs from forward() "
+                f"({_diff(step, expected[:, t : t + 1])}). Check the position embedding: the new "
+                f"token sits at position kv_pos (= {t}), not kv_pos + 1."
             )
-        for t in range(first, total):
-            if model.kv_pos != t:
-                _fail(
-                    f"kv_pos is {model.kv_pos} before decoding position {t}: advance it once per new token."
-                )
-            step = model.decode(idx[:, t : t + 1])
-            if not _close(step, expected[:, t : t + 1]):
-                _fail(
-                    f"GPT.decode of the token at position {t} differs from forward() "
-                    f"({_diff(step, expected[:, t : t + 1])}). Check the position embedding: the new "
-                    f"token sits at position kv_pos (= {t}), not kv_pos + 1."
-                )
-    except NotImplementedError as e:
-        _not_implemented("gpt_decode (GPT.decode, or a piece it calls)", e)
-    return f"GPT.decode matched forward() at {total - first + 1} steps, batch {batch}"
+    if len(rec.get("steps", [])) != total - first:
+        return ""
+    return f"GPT.decode matched forward() at {total - first + 1} steps, batch {B}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -290,21 +381,33 @@ def _near_tie(model, expected, row, pos) -> float:
 
 def compare_greedy(model, got, expected, what: str) -> str:
     """'' if equal; a note if they differ only after a near-tie; raises otherwise."""
+    if not isinstance(got, torch.Tensor) or got.is_floating_point() or got.dtype == torch.bool:
+        _fail(
+            f"{what} must return a tensor of token ids (torch.long); got {getattr(got, 'dtype', type(got))}."
+        )
     if got.shape != expected.shape:
         _fail(
             f"{what} returned shape {tuple(got.shape)}; expected {tuple(expected.shape)} (prompt + max_new_tokens)."
         )
-    where = _first_mismatch(got, expected)
-    if where is None:
+    got = got.long()
+    if _first_mismatch(got, expected) is None:
         return ""
-    row, pos = where
-    margin = _near_tie(model, expected, row, pos)
-    if margin < NEAR_TIE:
-        return f"row {row} differs from position {pos} after a near-tie (top-2 margin {margin:.2g}); excused"
-    _fail(
-        f"{what}: row {row} differs from the naive generate() at position {pos} "
-        f"(got token {int(got[row, pos])}, expected {int(expected[row, pos])})."
-    )
+    notes = []
+    for row in range(expected.size(0)):  # every differing row must start differing at a near-tie
+        where = _first_mismatch(got[row : row + 1], expected[row : row + 1])
+        if where is None:
+            continue
+        pos = where[1]
+        margin = _near_tie(model, expected, row, pos)
+        if margin >= NEAR_TIE:
+            _fail(
+                f"{what}: row {row} differs from the naive generate() at position {pos} "
+                f"(got token {int(got[row, pos])}, expected {int(expected[row, pos])})."
+            )
+        notes.append(
+            f"row {row} differs from position {pos} after a near-tie (top-2 margin {margin:.2g}); excused"
+        )
+    return "; ".join(notes)
 
 
 class _TokenCounter:
@@ -315,108 +418,194 @@ class _TokenCounter:
         self.handle = model.transformer.h[0].attn.c_attn.register_forward_hook(self._hook)
 
     def _hook(self, mod, inp, out):
-        self.calls.append(inp[0].shape[1])
+        self.calls.append(int(inp[0].shape[1]))
 
     def remove(self):
         self.handle.remove()
 
 
-def check_generate_kv(module, shape=PUBLIC_SHAPE, seed=0, cases=((1, 1, 20), (1, 9, 25), (3, 7, 17))) -> str:
+KV_CASES = ((1, 1, 20), (1, 9, 25), (3, 7, 17))  # (batch, prompt length, new tokens)
+
+
+def _kv_prompts(shape, seed):
+    vocab = fixtures.config_kwargs(shape)["vocab_size"]
+    cases = [
+        (fixtures.random_prompt(b, t, vocab, seed=seed * 100 + i), new)
+        for i, (b, t, new) in enumerate(KV_CASES)
+    ]
+    # a second call must not see the first one's cache: a long run, then a short prompt
+    first = fixtures.random_prompt(1, 30, vocab, seed=seed + 7)
+    second = fixtures.random_prompt(1, 4, vocab, seed=seed + 8)
+    return cases, (first, 20), (second, 12)
+
+
+def probe_generate_kv(module, rec, shape=PUBLIC_SHAPE, seed=0):
     model = _model(module, shape, seed)
-    notes = []
-    for i, (batch, prompt_len, new) in enumerate(cases):
-        idx = fixtures.random_prompt(batch, prompt_len, model.config.vocab_size, seed=seed * 100 + i)
-        expected = model.generate(idx, new, top_k=1)
+    cases, (a, new_a), (b, new_b) = _kv_prompts(shape, seed)
+    rec["out"], rec["calls"] = [], []
+    for idx, new in cases:
         counter = _TokenCounter(model)
         try:
             got = model.generate_kv(idx, new, top_k=1)
-        except NotImplementedError as e:
-            _not_implemented("generate_kv (or a piece it calls)", e)
         finally:
             counter.remove()
-        note = compare_greedy(
-            model, got, expected, f"generate_kv(batch {batch}, prompt {prompt_len}, {new} new)"
-        )
-        if note:
-            notes.append(note)
-        calls = counter.calls
-        if not calls or calls[0] != prompt_len or any(c != 1 for c in calls[1:]):
+        rec["out"].append(_detach(got))
+        rec["calls"].append(counter.calls)
+    model.generate_kv(a, new_a, top_k=1)
+    rec["second"] = _detach(model.generate_kv(b, new_b, top_k=1))
+
+
+def judge_generate_kv(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
+    model = _model(ref, shape, seed)
+    cases, _, (b, new_b) = _kv_prompts(shape, seed)
+    notes = []
+    for (idx, new), got, calls in zip(cases, rec.get("out", []), rec.get("calls", [])):
+        B, T = idx.shape
+        expected = model.generate(idx, new, top_k=1)
+        notes.append(compare_greedy(model, got, expected, f"generate_kv(batch {B}, prompt {T}, {new} new)"))
+        if not calls or calls[0] != T or any(c != 1 for c in calls[1:]):
             _fail(
-                f"generate_kv must run the prompt once (prefill, {prompt_len} tokens) and then one token "
+                f"generate_kv must run the prompt once (prefill, {T} tokens) and then one token "
                 f"per step; the first layer saw tokens per call: {calls[:8]}{'...' if len(calls) > 8 else ''}."
             )
         if len(calls) not in (new, new + 1):
             _fail(f"generate_kv made {len(calls)} forward passes for {new} new tokens; expected {new}.")
-    # a second call must not see the first one's cache
-    a = fixtures.random_prompt(1, 30, model.config.vocab_size, seed=seed + 7)
-    b = fixtures.random_prompt(1, 4, model.config.vocab_size, seed=seed + 8)
-    expected = model.generate(b, 12, top_k=1)
-    model.generate_kv(a, 20, top_k=1)
-    note = compare_greedy(model, model.generate_kv(b, 12, top_k=1), expected, "a second generate_kv call")
-    if note:
-        notes.append(note)
+    if "second" not in rec or len(rec["out"]) != len(cases):
+        return ""
+    expected = model.generate(b, new_b, top_k=1)
+    notes.append(
+        compare_greedy(
+            model,
+            rec["second"],
+            expected,
+            "a second generate_kv call (after a longer first one; reset the cache)",
+        )
+    )
+    notes = [n for n in notes if n]
     summary = f"generate_kv matched generate() on {len(cases) + 1} cases, one token per decode step"
     return summary + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def _speculative_drafts(module, target, shape, seed, pair_spec):
-    draft, _ = fixtures.make_pair(module, pair_spec, seed=seed)
-    stranger = fixtures.make_model(module, dict(_shape_kwargs(shape), n_layer=1), seed=seed + 99)
-    return {
-        "the fixture draft": draft,
-        "a draft that never agrees": stranger,
-        "an identical draft": copy.deepcopy(target),
-    }
+SPEC_CASES = ((1, 24, 4), (9, 31, 3), (5, 7, 10))  # (prompt length, new tokens, num_speculative)
+DRAFTS = ("the fixture draft", "a draft that never agrees", "an identical draft")
 
 
-def check_speculative(module, shape=PUBLIC_SHAPE, seed=0, cases=((1, 24, 4), (9, 31, 3), (5, 7, 10))) -> str:
-    spec = fixtures.PairSpec(target="tiny", draft_layers=1, scale=0.05)
-    if shape != "tiny":
-        spec = fixtures.PairSpec(target=shape, draft_layers=1, scale=0.05)
-    _, target = fixtures.make_pair(module, spec, seed=seed)
-    drafts = _speculative_drafts(module, target, shape, seed, spec)
-    notes = []
-    for name, draft in drafts.items():
-        for i, (prompt_len, new, k) in enumerate(cases):
-            idx = fixtures.random_prompt(1, prompt_len, target.config.vocab_size, seed=seed * 100 + i)
-            expected = target.generate(idx, new, top_k=1)
+def _pair_spec(shape):
+    return fixtures.PairSpec(target=shape, draft_layers=1, scale=0.05)
+
+
+def _spec_prompts(shape, seed):
+    vocab = fixtures.config_kwargs(shape)["vocab_size"]
+    return [
+        fixtures.random_prompt(1, t, vocab, seed=seed * 100 + i) for i, (t, _, _) in enumerate(SPEC_CASES)
+    ]
+
+
+def probe_speculative(module, rec, shape=PUBLIC_SHAPE, seed=0):
+    draft, target = fixtures.make_pair(module, _pair_spec(shape), seed=seed)
+    stranger = fixtures.make_model(module, dict(fixtures.config_kwargs(shape), n_layer=1), seed=seed + 99)
+    drafts = dict(zip(DRAFTS, (draft, stranger, copy.deepcopy(target))))
+    rec["out"], rec["calls"] = [], []
+    for name in DRAFTS:
+        for idx, (_, new, k) in zip(_spec_prompts(shape, seed), SPEC_CASES):
             counter = _TokenCounter(target)
             try:
-                got = target.generate_speculative(idx, new, draft, top_k=1, num_speculative=k)
-            except NotImplementedError as e:
-                _not_implemented("generate_speculative", e)
+                got = target.generate_speculative(idx, new, drafts[name], top_k=1, num_speculative=k)
             finally:
                 counter.remove()
-            what = f"generate_speculative with {name} (prompt {prompt_len}, {new} new, num_speculative={k})"
-            if got.shape[1] > expected.shape[1]:
+            rec["out"].append(_detach(got))
+            rec["calls"].append(counter.calls)
+
+
+def judge_speculative(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
+    _, target = fixtures.make_pair(ref, _pair_spec(shape), seed=seed)
+    prompts = _spec_prompts(shape, seed)
+    expected = [target.generate(idx, new, top_k=1) for idx, (_, new, _) in zip(prompts, SPEC_CASES)]
+    runs = [(name, i) for name in DRAFTS for i in range(len(SPEC_CASES))]
+    notes = []
+    for (name, i), got, calls in zip(runs, rec.get("out", []), rec.get("calls", [])):
+        prompt_len, new, k = prompts[i].size(1), SPEC_CASES[i][1], SPEC_CASES[i][2]
+        what = f"generate_speculative with {name} (prompt {prompt_len}, {new} new, num_speculative={k})"
+        if isinstance(got, torch.Tensor) and got.dim() == 2 and got.shape[1] > expected[i].shape[1]:
+            _fail(f"{what} returned {got.shape[1] - prompt_len} new tokens; stop at exactly max_new_tokens.")
+        notes.append(compare_greedy(target, got, expected[i], what))
+        if name == "an identical draft":
+            rounds = -(-new // (k + 1))
+            if len(calls) > rounds + 2:
                 _fail(
-                    f"{what} returned {got.shape[1] - prompt_len} new tokens; stop at exactly max_new_tokens."
+                    f"{what}: the target ran {len(calls)} times for {new} tokens although every "
+                    f"draft was right; verify all k drafted tokens in ONE batched pass of the target "
+                    f"(expected about {rounds} passes)."
                 )
-            note = compare_greedy(target, got, expected, what)
-            if note:
-                notes.append(note)
-            if name == "an identical draft":
-                rounds = -(-new // (k + 1))
-                if len(counter.calls) > rounds + 2:
-                    _fail(
-                        f"{what}: the target ran {len(counter.calls)} times for {new} tokens although every "
-                        f"draft was right; verify all k drafted tokens in ONE batched pass of the target "
-                        f"(expected about {rounds} passes)."
-                    )
-    summary = (
-        f"speculative output equals the target's greedy output for {len(drafts)} drafts x {len(cases)} cases"
-    )
+    if len(rec.get("out", [])) != len(runs):
+        return ""
+    notes = [n for n in notes if n]
+    summary = f"speculative output equals the target's greedy output for {len(DRAFTS)} drafts x {len(SPEC_CASES)} cases"
     return summary + (f" ({'; '.join(notes)})" if notes else "")
 
 
-CHECKS = {
-    "buffers": check_buffers,
-    "prefill": check_prefill,
-    "attn_decode": check_attn_decode,
-    "gpt_decode": check_gpt_decode,
-    "generate_kv": check_generate_kv,
-    "speculative": check_speculative,
-}
+PROBES = {p: globals()[f"probe_{p}"] for p in PIECES}
+JUDGES = {p: globals()[f"judge_{p}"] for p in PIECES}
+
+
+def probe(piece, module, shape=PUBLIC_SHAPE, seed=0):
+    """Run one probe; return (record, exception or None). The record keeps what was
+    produced before an exception, so the judge can point at the first wrong step."""
+    rec = {}
+    try:
+        with torch.no_grad():
+            PROBES[piece](module, rec, shape=shape, seed=seed)
+        return rec, None
+    except Exception as e:  # the student's code raised: the judge turns it into a message
+        return rec, e
+
+
+def judge(piece, ref, rec, error=None, shape=PUBLIC_SHAPE, seed=0) -> str:
+    """Judge a probe's record. `error` is None, or a dict {type, message, not_implemented,
+    where} describing what the student's code raised. Returns a summary or raises."""
+    # nothing recorded before the error: no need to compute the expected outputs
+    summary = JUDGES[piece](ref, rec, shape=shape, seed=seed) if rec else ""
+    if error is not None:
+        if error.get("not_implemented"):
+            _fail(f"{LABELS[piece]} is not implemented yet ({error['message']}).")
+        where = f" ({error['where']})" if error.get("where") else ""
+        _fail(f"your code raised {error['type']}: {error['message']}{where}")
+    if not summary:  # the probe stopped early without an error: a malformed record
+        _fail("the grader got incomplete outputs from your code.")
+    return summary
+
+
+def describe_error(e: BaseException, filename: str = "model.py") -> dict:
+    """A JSON-able description of an exception, naming the deepest line in `filename`."""
+    where = ""
+    for frame in traceback.extract_tb(e.__traceback__):
+        if os.path.basename(frame.filename) == filename:
+            where = f"{filename} line {frame.lineno}: {(frame.line or '').strip()[:100]}"
+    return {
+        "type": type(e).__name__,
+        "message": str(e)[:500],
+        "not_implemented": isinstance(e, NotImplementedError),
+        "where": where,
+    }
+
+
+def _in_process(piece):
+    def check(module, shape=PUBLIC_SHAPE, seed=0) -> str:
+        rec, err = probe(piece, module, shape=shape, seed=seed)
+        summary = JUDGES[piece](module, rec, shape=shape, seed=seed)  # an earlier mismatch first
+        if err is not None:
+            if isinstance(err, NotImplementedError):
+                _fail(f"{LABELS[piece]} is not implemented yet ({err}).")
+            raise err  # the student's own exception, traceback intact
+        if not summary:
+            _fail("the check stopped early.")
+        return summary
+
+    check.__name__ = f"check_{piece}"
+    return check
+
+
+CHECKS = {p: _in_process(p) for p in PIECES}
 
 
 def run(module_or_path, pieces=PIECES, **kwargs) -> dict:

@@ -42,13 +42,16 @@ class PairSpec:
     scale: float  # output-projection scale of the target's blocks past draft_layers
 
 
-# Measured agreement and cost: docs/fixtures.md (regenerate with `python -m infkit.fixtures`).
+# Measured agreement and cost: docs/fixtures.md (regenerate with `python -m infkit.pairs`).
 PAIRS = {
     "tiny": PairSpec(target="tiny", draft_layers=1, scale=0.05),
     "small": PairSpec(target="small", draft_layers=1, scale=0.05),
+    "gpt2": PairSpec(target="gpt2", draft_layers=1, scale=0.02),
     "gpt2-medium": PairSpec(target="gpt2-medium", draft_layers=2, scale=0.02),
     "gpt2-large": PairSpec(target="gpt2-large", draft_layers=3, scale=0.02),
     "gpt2-xl": PairSpec(target="gpt2-xl", draft_layers=4, scale=0.02),
+    # run.sh's offline default: a 1-layer draft costs ~1/6 of the 24-layer target per token
+    "bench": PairSpec(target="gpt2-medium", draft_layers=1, scale=0.015),
 }
 
 

@@ -94,3 +94,32 @@ def distribution_test(counts: dict, dist: dict, alpha: float = ALPHA) -> dict:
     n = sum(counts.values())
     tv = 0.5 * sum(abs(counts.get(o, 0) / n - p) for o, p in dist.items())
     return {"chi2": stat, "df": df, "critical": critical, "passed": stat <= critical, "tv": tv, "runs": n}
+
+
+def check_sampling(module, seed: int = 1, runs: int = 2000, temperature=0.8, top_k=3) -> dict:
+    """The optional piece, graded: speculative sampling's next-two-token distribution on the
+    micro pair against the target's exact one. Returns distribution_test's dict."""
+    draft, target = micro_pair(module, seed=seed)
+    prompt = fixtures.random_prompt(1, 4, MICRO_SHAPE["vocab_size"], seed=seed)
+    dist = exact_distribution(module, target, prompt, 2, temperature, top_k)
+    counts = sample_speculative(
+        target, draft, prompt, 2, runs, seed=0, num_speculative=2, temperature=temperature, top_k=top_k
+    )
+    return distribution_test(counts, dist)
+
+
+@torch.no_grad()
+def acceptance_vs_temperature(module, temperatures=(0.0, 0.5, 1.0, 1.5), pair="tiny", new_tokens=48, k=4):
+    """Acceptance rate (accepted / drafted) of speculative decoding on a fixture pair at each
+    temperature (0 = greedy). Needs the implementation's spec_stats (the solution keeps them);
+    returns [(temperature, rate or None)]."""
+    draft, target = fixtures.make_pair(module, pair, seed=0)
+    prompt = fixtures.random_prompt(1, 16, target.config.vocab_size, seed=0)
+    rates = []
+    for t in temperatures:
+        torch.manual_seed(0)
+        kwargs = {"top_k": 1} if t == 0 else {"temperature": t}
+        target.generate_speculative(prompt, new_tokens, draft, num_speculative=k, **kwargs)
+        stats = getattr(target, "spec_stats", None)
+        rates.append((t, stats["accepted"] / max(stats["drafted"], 1) if stats else None))
+    return rates

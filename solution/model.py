@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 # True: fp32, deterministic algorithms, no TF32, explicit attention (slow, reproducible).
-# False: the fast path: scaled_dot_product_attention, and bf16 autocast on CUDA.
+# False: the fast path: scaled_dot_product_attention, and 16-bit autocast on CUDA.
 DEBUG = False
 
 
@@ -36,10 +36,13 @@ def set_debug(enabled: bool = True):
 
 
 def autocast_for(device_type: str):
-    """bf16 autocast on CUDA outside DEBUG; plain fp32 everywhere else."""
+    """16-bit autocast on CUDA outside DEBUG; plain fp32 everywhere else.
+    bf16 where the GPU computes it natively (Ampere and newer); fp16 on older GPUs such as
+    Colab's T4 (Turing has no bf16 units, so bf16 there is emulated and slow)."""
     if DEBUG or device_type != "cuda":
         return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    major, _ = torch.cuda.get_device_capability()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if major >= 8 else torch.float16)
 
 
 class LayerNorm(nn.Module):

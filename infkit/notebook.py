@@ -1,0 +1,283 @@
+"""Helpers behind notebooks/inference.ipynb: where it runs, friendly checks, the benchmark.
+
+The notebook's cells call only these and the rest of infkit. The correctness cells run the
+same functions as the public tests and the autograder (infkit.checks); the speed cells run
+the same program as ./run.sh (python -m infkit.bench, through its command line) and read its
+--json output. So the notebook cannot drift from either.
+"""
+
+import codecs
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import checks, loading, paths
+
+
+class Stop(Exception):
+    """Ends a notebook cell with a message for the student instead of a traceback.
+
+    IPython prints the lines that _render_traceback_ returns in place of the usual traceback,
+    so "Run all" halts at the failing cell with one short explanation.
+    """
+
+    def _render_traceback_(self):
+        return str(self).splitlines()
+
+
+# ---------------------------------------------------------------------------------------
+# Where are we running?
+
+
+@dataclass(frozen=True)
+class Env:
+    in_colab: bool
+    device: str  # "cuda" or "cpu"
+    online: bool  # GPT-2's released weights can be downloaded
+
+    @property
+    def real_weights(self) -> bool:
+        """Real GPT-2 on a GPU; otherwise the random-weight stand-ins on the CPU."""
+        return self.device == "cuda" and self.online
+
+    def describe(self) -> str:
+        where = "Colab" if self.in_colab else "a local kernel"
+        if self.real_weights:
+            what = "the released GPT-2 weights"
+        elif self.device == "cuda":
+            what = "random-weight stand-ins of GPT-2's sizes (the hub is not reachable)"
+        else:
+            what = "tiny random-weight stand-ins (no GPU: the figures only show that the code runs)"
+        return f"running in {where} on {self.device}; the speed test uses {what}"
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def detect() -> Env:
+    import torch
+
+    in_colab = "google.colab" in sys.modules
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # Only a GPU run wants the real weights, so only then is the network worth probing.
+    online = device == "cuda" and os.environ.get("INFKIT_OFFLINE") != "1" and _hub_reachable()
+    return Env(in_colab=in_colab, device=device, online=online)
+
+
+# What the speed cells pass to the benchmark (run.sh's options, as keywords). "run" is the
+# run.sh test itself; the sweeps use shorter sequences so that a plot takes minutes, not an hour.
+# On a GPU, --model gpt2-large loads the released weights (the bench falls back to a random
+# stand-in of the same size when the hub cannot be reached). Offline on a CPU everything is tiny
+# on purpose: those figures show that the code runs, not how fast a GPU is.
+WORKLOADS = {
+    "gpu": dict(
+        run=dict(model="gpt2-large", device="cuda"),  # run.sh's own defaults for the rest
+        batch=dict(
+            model="gpt2-large",
+            device="cuda",
+            batch_size=[1, 2, 4, 8, 16],
+            prompt_len=128,
+            new_tokens=64,
+            samples=2,
+            skip=["speculative", "hf_assisted"],
+        ),
+        spec=dict(
+            model="gpt2-large",
+            device="cuda",
+            batch_size=[1],
+            prompt_len=128,
+            new_tokens=64,
+            samples=2,
+            skip=["naive", "hf", "hf_assisted"],
+        ),
+        num_speculative=[1, 2, 3, 4, 6, 8],
+    ),
+    # One thread: these tiny models gain nothing from more, and on a shared or busy machine two
+    # threads fighting over two cores made the same run 10x slower and far noisier.
+    "cpu": dict(
+        run=dict(pair="tiny", device="cpu", threads=1, batch_size=[1, 4], prompt_len=64, new_tokens=32),
+        batch=dict(
+            pair="tiny",
+            device="cpu",
+            threads=1,
+            batch_size=[1, 2, 4, 8, 16],
+            prompt_len=64,
+            new_tokens=32,
+            skip=["speculative", "hf_assisted"],
+        ),
+        spec=dict(
+            pair="tiny",
+            device="cpu",
+            threads=1,
+            batch_size=[1],
+            prompt_len=64,
+            new_tokens=32,
+            skip=["naive", "hf", "hf_assisted"],
+        ),
+        num_speculative=[1, 2, 3, 4, 6],
+    ),
+}
+
+
+def workload(env: Env) -> dict:
+    return WORKLOADS["gpu" if env.device == "cuda" else "cpu"]
+
+
+# ---------------------------------------------------------------------------------------
+# Correctness: one piece at a time, with the autograder's own checks
+
+
+def model_path() -> Path:
+    """The model.py under test: ./model.py in the handout (INFKIT_MODEL overrides)."""
+    return Path(paths.default_model_path()).resolve()
+
+
+def _where_in(path: Path, err: BaseException) -> str:
+    """The lines of the student's file in err's traceback, innermost last."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path]
+    return "\n".join(f"  {path.name} line {f.lineno}, in {f.name}: {f.line}" for f in frames[-3:])
+
+
+def load(path=None, debug: bool = True):
+    """Import model.py afresh (so edits saved since the last cell count), in DEBUG by default."""
+    path = Path(path or model_path()).resolve()
+    try:
+        return loading.load_model_module(path, debug=debug)
+    except FileNotFoundError:
+        raise Stop(f"No model.py at {path}. Run the set-up cell first.") from None
+    except Exception as e:
+        raise Stop(f"model.py does not import: {type(e).__name__}: {e}\n{_where_in(path, e)}") from None
+
+
+def check(piece: str, path=None) -> None:
+    """Run the check for one piece; print PASS, or stop the cell with what to fix.
+    (Returns nothing, so the cell shows only the PASS line.)"""
+    if piece not in checks.CHECKS:
+        raise Stop(f"unknown piece {piece!r}; the pieces are {', '.join(checks.PIECES)}")
+    path = Path(path or model_path()).resolve()
+    module = load(path)
+    try:
+        summary = checks.CHECKS[piece](module)
+    except checks.CheckFailed as e:
+        message = str(e)
+        if "not implemented yet" in message:
+            raise Stop(
+                f"NOT DONE  {message}\n"
+                f"Fill in the TODO({piece}) stub in {path.name}, save the file, and run this cell again."
+            ) from None
+        raise Stop(f"FAIL  {piece}: {message}\nFix {path.name}, save it, and run this cell again.") from None
+    except Exception as e:  # the student's code crashed inside the check
+        raise Stop(
+            f"FAIL  {piece}: your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
+        ) from None
+    print(f"PASS  {piece}: {summary}")
+
+
+def public_tests(piece: str | None = None) -> None:
+    """Run the handout's public tests (tests_public/, as the autograder does), if present."""
+    folder = paths.ROOT / "tests_public"
+    if not folder.is_dir():
+        print("n/a: tests_public/ ships with the student handout; the checks above are the same code.")
+        return
+    cmd = [sys.executable, "-m", "pytest", "-q", str(folder)] + (["-k", piece] if piece else [])
+    if _stream(cmd) != 0:
+        raise Stop("Some public tests failed: the lines above say which (the check cells say why).")
+
+
+# ---------------------------------------------------------------------------------------
+# Speed: the run.sh benchmark through its command line
+
+
+def _stream(cmd, env=None, echo: bool = True) -> int:
+    """Run cmd in the kit's folder, echoing its output as it comes (progress bars included);
+    returns the exit status. The last lines are kept in _stream.tail for error messages."""
+    proc = subprocess.Popen(cmd, cwd=paths.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tail = ""
+    for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+        text = decoder.decode(chunk)
+        if echo:
+            print(text, end="", flush=True)
+        tail = (tail + text)[-4000:]
+    _stream.tail = [line for line in re.split(r"[\r\n]+", tail) if line.strip()][-15:]
+    return proc.wait()
+
+
+def bench_command(**options) -> list[str]:
+    """The command line for run.sh's program: prompt_len=32 becomes --prompt-len 32, a list
+    batch_size=[1, 2] becomes --batch-size 1 2."""
+    cmd = [sys.executable, "-m", "infkit.bench"]
+    for key, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if values:
+            cmd += [f"--{key.replace('_', '-')}"] + [str(v) for v in values]
+    return cmd
+
+
+def bench(impl=None, quiet: bool = False, **options) -> dict:
+    """Run the benchmark on model.py (as ./run.sh does) and return its JSON figures.
+    quiet=True prints only the command line, not the benchmark's own table."""
+    impl = Path(impl or model_path()).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        cmd = bench_command(impl=impl, **options) + ["--json", str(out)]
+        # what ./run.sh runs; in Colab call it this way, as run.sh would build a venv of its own
+        shown = " ".join(["python -m infkit.bench"] + cmd[3:-2]).replace(f"{paths.ROOT}{os.sep}", "")
+        print(f"$ {shown}", flush=True)
+        # The benchmark runs outside DEBUG's deterministic mode; a child process keeps this
+        # kernel's settings (DEBUG from the checks) out of its way.
+        status = _stream(cmd, env=dict(os.environ, INFKIT_MODEL=str(impl)), echo=not quiet)
+        if status != 0 or not out.exists():
+            tail = "\n".join(_stream.tail)
+            raise Stop(f"the benchmark stopped (exit status {status}). Its last lines:\n{tail}")
+        return json.loads(out.read_text())
+
+
+def sweep(name: str, values, **options) -> list[tuple]:
+    """bench() once per value of one option: [(value, figures), ...]."""
+    return [(v, bench(quiet=True, **options, **{name: v})) for v in values]
+
+
+def figure(result: dict, *keys):
+    """result[keys[0]][keys[1]]... as a float, or None when the benchmark did not report it
+    (a piece not implemented yet, or an older run.sh)."""
+    value = result
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def row(result: dict, method: str, batch: int = 1) -> dict:
+    """The benchmark's row for one method at one batch size ({} if it has none)."""
+    for r in result.get("rows", []):
+        if r.get("method") == method and r.get("batch") == batch:
+            return r
+    return {}
+
+
+def plottable(values) -> list[float]:
+    """None (a figure the benchmark did not report) becomes NaN, which matplotlib skips."""
+    return [math.nan if v is None else v for v in values]
+
+
+def fmt(value, spec: str = ".2f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
