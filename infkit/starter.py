@@ -26,7 +26,8 @@ HEADER = (
     "# Student starter, generated from solution/model.py by `make starter`.\n"
     "# Fill in every TODO(...) stub; `pytest tests_public` checks each piece.\n"
 )
-PIECES = ("buffers", "prefill", "attn_decode", "gpt_decode", "generate_kv", "speculative")
+PIECES = ("buffers", "prefill", "attn_decode", "gpt_decode", "generate_kv", "speculative", "sampling")
+OPTIONAL = ("sampling",)  # extra credit: speculative sampling at temperature > 0
 
 
 def strip_solution(source: str) -> tuple[str, list[str]]:

@@ -469,14 +469,23 @@ class GPT(nn.Module):
 
     @staticmethod
     def _accept_sampled(drafted, draft_probs, p):
-        """Rejection sampling (Leviathan et al. 2023; Chen et al. 2023).
+        """OPTIONAL piece (extra credit if your staff say so): speculative SAMPLING, used by
+        generate_speculative when temperature > 0 and top_k != 1. Greedy is what is required.
 
-        Accept drafted token x with probability min(1, p(x) / q(x)); at the first rejection
-        draw from max(0, p - q), normalised; if all are accepted draw one more from p.
-        The kept tokens are distributed exactly as sampling from p alone.
-        Returns (new tokens (a + 1,), a).
+        Rejection sampling (Leviathan et al. 2023; Chen et al. 2023): accept drafted token x
+        with probability min(1, p(x) / q(x)); at the first rejection draw the replacement from
+        max(0, p - q), normalised; if all k are accepted draw one more token from p[k].
+        The kept tokens are then distributed exactly as sampling from p alone.
+
+        Args:
+            drafted: (k,) the draft's tokens.
+            draft_probs: list of k tensors (1, V), the draft's distribution q at each step.
+            p: (k + 1, V) the target's distributions at the same positions, plus one more.
+        Returns:
+            (new tokens (a + 1,), a) where a is the number of drafted tokens accepted.
         """
         raise NotImplementedError(
-            "TODO(speculative, optional): sampling with temperature > 0; greedy (top_k=1) "
-            "is what the course grades"
+            "TODO(sampling, optional): accept each drafted token with probability "
+            "min(1, p/q); at the first rejection sample from max(0, p - q) normalised; "
+            "if all are accepted sample one more from p"
         )

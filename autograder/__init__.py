@@ -1,0 +1,1 @@
+"""The Gradescope autograder: rubric, sandboxed worker, trusted harness, packaging."""

@@ -1,0 +1,372 @@
+"""The trusted half of the autograder: runs every test of the rubric, writes results.json.
+
+It never imports the student's file. For each test it starts a sandboxed worker (sandbox.py)
+that runs the student's code and returns raw outputs; this process rebuilds the same fixtures
+from the reference module (the given code of starter/model.py: forward and the naive generate),
+computes the expected outputs itself and judges with infkit.checks' judges. Whatever happens,
+results.json is written by this process, last, in a `finally`.
+
+    AUTOGRADER_ROOT=/tmp/root python -m autograder.harness    # Gradescope layout under a root
+"""
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from infkit import checks, loading, paths
+
+from . import rubric, sandbox, speed
+
+ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
+BUDGET_S = float(os.environ.get("AUTOGRADER_BUDGET_S", "480"))  # Gradescope's default limit is 600
+KV_MIN_RATIO = 3.0  # generate_kv vs naive generate; the reference measures 6-9x on 1 CPU
+SPEC_MIN_RATIO = 1.15  # speculative vs the target's naive generate; cached ~4.5x, cache-less ~1.7x
+UPLOAD_HINT = (
+    "Upload your edited model.py itself: one file named exactly model.py (not a zip, not a "
+    "notebook, not a renamed copy such as 'model (1).py')."
+)
+STAFF_HINT = "This is a problem with the autograder, not with your code: please contact the course staff."
+
+
+class HarnessError(Exception):
+    """The grader itself failed (not the student's code)."""
+
+
+class Skip(Exception):
+    """A test that is not run; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------
+# The submission
+
+
+def find_submission(folder: Path) -> tuple[Path | None, str]:
+    """(path to model.py or None, a note for the student)."""
+    files = (
+        [p for p in folder.rglob("*") if p.is_file() and "__MACOSX" not in p.parts] if folder.is_dir() else []
+    )
+    if (folder / "model.py").is_file():
+        return folder / "model.py", ""
+    nested = [p for p in files if p.name == "model.py"]
+    if len(nested) == 1:
+        rel = nested[0].relative_to(folder)
+        return nested[0], f"Graded {rel}; next time upload model.py on its own."
+    names = ", ".join(sorted(str(p.relative_to(folder)) for p in files)[:10]) or "nothing"
+    return None, f"No model.py in your submission (it holds: {names}). {UPLOAD_HINT}"
+
+
+# ---------------------------------------------------------------------------------------
+# Running one test
+
+
+class Grader:
+    def __init__(self, model_path: Path, work: Path, budget_s: float = BUDGET_S, timeout_scale: float = 1.0):
+        self.model_path = model_path
+        self.work = work
+        self.deadline = time.monotonic() + budget_s
+        self.timeout_scale = timeout_scale
+        self.user = sandbox.worker_user()
+        if self.user and not sandbox.can_run_as(self.user):
+            print(f"WARNING: uid {self.user[0]} cannot run {sys.executable}; the worker runs as this user")
+            self.user = None
+        if self.user:  # the worker may pass through our folder, but not list or read it
+            work.chmod(0o711)
+        self.code = sandbox.prepare_code_dir(work)
+        self.ref = loading.load_model_module(paths.STARTER_MODEL, debug=True)
+        self.import_error = None  # once the file fails to import, later tests say so and skip
+        self.timed_out = set()  # pieces whose public test timed out: skip their hidden test
+        self.not_implemented = set()  # pieces whose public test hit a stub: skip their hidden test
+        self.speed_records = {}
+
+    def run_job(self, test: rubric.Test) -> list:
+        if self.import_error:
+            raise Skip(self.import_error)
+        if test.piece in self.timed_out:
+            raise Skip("not run: the public test of this piece timed out.")
+        if test.piece in self.not_implemented:
+            raise Skip(f"not run: {checks.LABELS[test.piece]} is not implemented yet (see the public test).")
+        left = self.deadline - time.monotonic()
+        timeout = min(test.timeout_s * self.timeout_scale, left)
+        if left < 5:
+            raise Skip("not run: the grading time budget ran out (earlier tests were too slow).")
+        job = sandbox.new_job_dir(self.work, self.user)
+        shape = test.shape if isinstance(test.shape, str) else dict(test.shape)
+        spec = {"kind": test.kind, "piece": test.piece, "shape": shape, "seeds": list(test.seeds)}
+        (job / "job.json").write_text(json.dumps(spec))
+        shutil.copy(self.model_path, job / "model.py")
+        if self.user:
+            for p in (job / "job.json", job / "model.py"):
+                os.chown(p, *self.user)
+        try:
+            result = sandbox.run_worker(self.code, job, timeout, self.user)
+        except OSError as e:  # could not start the worker at all: the grader's fault
+            raise HarnessError(f"could not start the worker: {e}") from e
+        print(f"  worker for {test.name!r}: exit {result.returncode}, {result.log_bytes} bytes of output")
+        try:
+            out = self._read_output(result, timeout, test)
+        finally:
+            shutil.rmtree(job, ignore_errors=True)
+        flooded = result.log_bytes >= (sandbox.MAX_FILE_MB - 1) * 1024 * 1024
+        if out["status"] == "import_error":
+            err = out["error"]
+            where = f" ({err['where']})" if err.get("where") else ""
+            self.import_error = f"model.py failed to import: {err['type']}: {err['message']}{where}"
+            if flooded:
+                self.import_error = sandbox.TOO_MUCH_OUTPUT + " " + self.import_error
+            raise checks.CheckFailed(self.import_error)
+        if flooded:
+            raise checks.CheckFailed(sandbox.TOO_MUCH_OUTPUT)
+        results = out["results"]
+        if not isinstance(results, list) or len(results) != len(test.seeds if test.kind == "check" else [0]):
+            raise checks.CheckFailed("the grader got incomplete outputs from your code.")
+        return results
+
+    def _read_output(self, result, timeout, test) -> dict:
+        tail = result.log_tail.strip()
+        shown = f"\nThe last lines your code printed:\n{tail[-800:]}" if tail else ""
+        usable = sandbox.is_plain_file(result.out_path) and not result.timed_out and result.returncode == 0
+        if not usable:
+            if result.timed_out and test.visibility == rubric.VISIBLE:
+                self.timed_out.add(test.piece)
+            raise checks.CheckFailed(sandbox.explain_crash(result, timeout) + shown)
+        if result.out_path.stat().st_size > sandbox.MAX_OUT_MB * 1024 * 1024:
+            raise checks.CheckFailed("your code produced outputs far larger than the test needs.")
+        try:
+            out = torch.load(result.out_path, weights_only=True)  # plain tensors and containers only
+        except Exception as e:
+            raise checks.CheckFailed(
+                f"the grader could not read your code's outputs ({type(e).__name__}); return plain "
+                "torch tensors as the docstrings say." + shown
+            ) from None
+        if not isinstance(out, dict) or out.get("status") not in ("ok", "import_error"):
+            raise checks.CheckFailed("the grader could not read your code's outputs." + shown)
+        return out
+
+    # -----------------------------------------------------------------------------------
+
+    def check(self, test: rubric.Test) -> str:
+        summaries = []
+        for seed, result in zip(test.seeds, self.run_job(test)):
+            error = result["error"]
+            if error and error.get("not_implemented") and test.visibility == rubric.VISIBLE:
+                self.not_implemented.add(test.piece)
+            summaries.append(
+                checks.judge(
+                    test.piece, self.ref, result["rec"], result["error"], shape=test.shape, seed=seed
+                )
+            )
+        return summaries[0] if len(summaries) == 1 else f"{summaries[0]} ({len(summaries)} seeds)"
+
+    def speed(self, test: rubric.Test) -> str:
+        (result,) = self.run_job(test)
+        if result["error"] is not None:
+            checks.judge(
+                "generate_kv" if test.piece == "kv_speed" else "speculative", self.ref, {}, result["error"]
+            )
+        rec = result["rec"]
+        secs = {k: statistics.median(float(x) for x in v) for k, v in rec["seconds"].items()}
+        if min(secs.values()) <= 0:
+            raise checks.CheckFailed("the grader could not read your code's timings.")
+        model, expected = speed.expected_outputs(test.piece, self.ref)
+        what = "generate_kv" if test.piece == "kv_speed" else "generate_speculative"
+        key = "out_kv" if test.piece == "kv_speed" else "out_spec"
+        checks.compare_greedy(model, rec[key], expected, f"{what} on the speed fixture")
+        self.speed_records[test.piece] = (secs, rec, model, expected)
+        if test.piece == "kv_speed":
+            ratio, need = secs["naive"] / secs["kv"], KV_MIN_RATIO
+            detail = (
+                f"naive generate {secs['naive']:.3f} s, your generate_kv {secs['kv']:.3f} s "
+                f"(batch {speed.KV_BATCH}, prompt {speed.KV_PROMPT}, {speed.KV_NEW} new tokens, median of "
+                f"{speed.REPEATS}): {ratio:.1f}x faster; needed >= {need}x"
+            )
+        else:
+            ratio, need = secs["naive"] / secs["spec"], SPEC_MIN_RATIO
+            detail = (
+                f"the target's naive generate {secs['naive']:.3f} s, your generate_speculative "
+                f"{secs['spec']:.3f} s (batch 1, prompt {speed.SPEC_PROMPT}, {speed.SPEC_NEW} new tokens, "
+                f"num_speculative={speed.SPEC_K}, median of {speed.REPEATS}): {ratio:.2f}x faster; "
+                f"needed >= {need}x"
+            )
+        if ratio < need:
+            raise checks.CheckFailed(f"too slow: {detail}.")
+        return detail
+
+    def leaderboard(self) -> list:
+        kv_tps, spec_over_kv = 0.0, 0.0
+        if "kv_speed" in self.speed_records:
+            secs = self.speed_records["kv_speed"][0]
+            kv_tps = speed.KV_BATCH * speed.KV_NEW / secs["kv"]
+        if "spec_speed" in self.speed_records:
+            secs, rec, model, expected = self.speed_records["spec_speed"]
+            try:
+                if "kv" in secs and not checks.compare_greedy(model, rec["out_kv"], expected, "generate_kv"):
+                    spec_over_kv = secs["kv"] / secs["spec"]
+            except checks.CheckFailed:
+                pass
+        return [
+            {"name": "KV cache tokens/s (CPU fixture)", "value": round(kv_tps, 1), "order": "desc"},
+            {
+                "name": "Speculative speedup over generate_kv",
+                "value": round(spec_over_kv, 3),
+                "order": "desc",
+            },
+        ]
+
+
+# ---------------------------------------------------------------------------------------
+# The whole run
+
+
+def _row(test: rubric.Test, score: float, output: str) -> dict:
+    return {
+        "name": test.name,
+        "score": score,
+        "max_score": test.points,
+        "status": "passed" if score >= test.points else "failed",
+        "output": output,
+        "visibility": test.visibility,
+    }
+
+
+def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_scale: float = 1.0) -> dict:
+    """Grade a submission folder; returns the results.json content (never raises)."""
+    tests = rubric.TESTS if tests is None else tests
+    start = time.monotonic()
+    rows, leaderboard, notes = [], [], []
+    work = Path(tempfile.mkdtemp(prefix="autograder-"))
+    try:
+        model_path, note = find_submission(submission_dir)
+        if note:
+            notes.append(note)
+        if model_path is None:
+            rows = [_row(t, 0.0, note) for t in tests]
+        else:
+            grader = Grader(model_path, work, budget_s, timeout_scale)
+            for test in tests:
+                print(f"running {test.name}", flush=True)
+                try:
+                    message = grader.check(test) if test.kind == "check" else grader.speed(test)
+                    rows.append(_row(test, float(test.points), f"PASS: {message}"))
+                except HarnessError as e:
+                    print(f"HARNESS ERROR: {e}")
+                    rows.append(
+                        _row(test, 0.0, f"ERROR: the autograder could not run this test. {STAFF_HINT}")
+                    )
+                except Skip as e:
+                    rows.append(_row(test, 0.0, str(e)))
+                except checks.CheckFailed as e:
+                    rows.append(_row(test, 0.0, f"FAIL: {e}"))
+                except Exception as e:  # a malformed record from the worker (or a grader bug)
+                    traceback.print_exc()
+                    rows.append(
+                        _row(
+                            test,
+                            0.0,
+                            f"FAIL: the grader could not use your code's outputs ({type(e).__name__}: "
+                            f"{str(e)[:200]}). If your code follows the docstrings, contact the course staff.",
+                        )
+                    )
+            leaderboard = grader.leaderboard()
+    except BaseException as e:  # a bug in the harness itself: still a valid, visible result
+        traceback.print_exc()
+        rows.append(
+            {
+                "name": "Autograder error",
+                "score": 0.0,
+                "max_score": 0.0,
+                "status": "failed",
+                "output": f"The autograder hit an internal error ({type(e).__name__}). {STAFF_HINT}",
+                "visibility": "visible",
+            }
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _results(rows, leaderboard, notes, time.monotonic() - start)
+
+
+def _results(rows, leaderboard, notes, seconds) -> dict:
+    visible = [r for r in rows if r["visibility"] == "visible"]
+    hidden_pts = sum(r["max_score"] for r in rows if r["visibility"] != "visible")
+    lines = notes + [
+        f"Visible tests: {sum(r['score'] for r in visible):g} / {sum(r['max_score'] for r in visible):g} points.",
+        f"{hidden_pts:g} more points come from hidden tests (other seeds and shapes), shown after the due "
+        "date: passing every visible test does not guarantee them.",
+        "The written part is graded separately.",
+    ]
+    return {
+        "score": sum(r["score"] for r in rows),
+        "execution_time": round(seconds, 1),
+        "output": "\n".join(lines),
+        "output_format": "text",
+        "stdout_visibility": "hidden",
+        "tests": rows,
+        "leaderboard": leaderboard,
+    }
+
+
+def write_results(results: dict, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)  # replaces anything else that may have been written there
+
+
+def summary(results: dict) -> str:
+    lines = [f"{'score':>8}  test"]
+    for r in results["tests"]:
+        tag = "" if r["visibility"] == "visible" else f" [{r['visibility']}]"
+        lines.append(f"{r['score']:>4g}/{r['max_score']:<3g}  {r['name']}{tag}")
+        lines.append("          " + r["output"].replace("\n", "\n          ")[:600])
+    lines.append(f"total {results['score']:g} / {sum(r['max_score'] for r in results['tests']):g}")
+    lines += [f"leaderboard: {e['name']} = {e['value']}" for e in results.get("leaderboard", [])]
+    lines.append(f"time {results['execution_time']} s")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    results_path = ROOT / "results" / "results.json"
+    results = None
+    try:
+        torch.set_num_threads(1)
+        # On Gradescope, the worker's account must not read the grader (hidden seeds) or the upload.
+        if sandbox.worker_user() and paths.ROOT.resolve() == (ROOT / "source").resolve():
+            for p in (ROOT / "source", ROOT / "submission"):
+                if p.exists():
+                    p.chmod(0o700)
+        tests = rubric.TESTS
+        if os.environ.get("AUTOGRADER_TESTS"):  # e.g. "buffers,prefill": those public tests only (self-test)
+            chosen = os.environ["AUTOGRADER_TESTS"].split(",")
+            tests = [t for t in tests if t.visibility == rubric.VISIBLE and t.piece in chosen]
+        results = grade(ROOT / "submission", tests)
+    finally:
+        if results is None:  # grade() never raises, but be sure a result is written
+            results = _results(
+                [
+                    {
+                        "name": "Autograder error",
+                        "score": 0.0,
+                        "max_score": 0.0,
+                        "status": "failed",
+                        "output": STAFF_HINT,
+                        "visibility": "visible",
+                    }
+                ],
+                [],
+                [],
+                0.0,
+            )
+        write_results(results, results_path)
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Run the worker on untrusted code: its own process group, an unprivileged user where we are
+root, rlimits on memory / CPU time / file size, a wall-clock timeout, output to a capped log.
+
+Only the harness (the parent) reads what comes back, and it trusts none of it: see harness.py.
+"""
+
+import os
+import pwd
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from infkit import paths
+
+# The unprivileged account that setup.sh creates; `nobody` where it does not exist.
+WORKER_USERS = (os.environ.get("AUTOGRADER_WORKER_USER", "autograder-student"), "nobody")
+MEMORY_MB = int(os.environ.get("AUTOGRADER_WORKER_MEM_MB", "1024"))  # address space (RLIMIT_AS)
+MAX_FILE_MB = 64  # any one file the worker writes: its printed output, its out.pt
+MAX_OUT_MB = 32  # the largest out.pt the harness agrees to read
+TOO_MUCH_OUTPUT = f"your code printed more than {MAX_FILE_MB} MB (prints in a loop?) and was stopped."
+LOG_TAIL = 1500  # characters of the worker's output shown with a failure
+
+
+@dataclass
+class WorkerResult:
+    returncode: int | None
+    timed_out: bool
+    log_bytes: int
+    log_tail: str
+    out_path: Path
+
+
+def worker_user():
+    """(uid, gid) to drop to, or None when not root (then the worker runs as ourselves)."""
+    if os.geteuid() != 0 or os.environ.get("AUTOGRADER_NO_DROP") == "1":
+        return None
+    for name in WORKER_USERS:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return entry.pw_uid, entry.pw_gid
+    return None
+
+
+def can_run_as(user) -> bool:
+    """Whether `user` can start our Python (its venv must be readable by that account)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-E", "-s", "-c", "pass"],
+            user=user[0],
+            group=user[1],
+            extra_groups=[],
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=60,
+        )
+        return done.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def prepare_code_dir(parent: Path) -> Path:
+    """A world-readable copy of exactly what the worker needs: infkit, worker.py, speed.py and
+    the reference (given) model code. No rubric, no harness, no hidden seeds."""
+    code = parent / "code"
+    code.mkdir()
+    here = Path(__file__).parent
+    shutil.copytree(paths.ROOT / "infkit", code / "infkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("worker.py", "speed.py"):
+        shutil.copy(here / name, code / name)
+    shutil.copy(paths.STARTER_MODEL, code / "reference_model.py")
+    for p in [code, *code.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return code
+
+
+def new_job_dir(parent: Path, user) -> Path:
+    job = Path(tempfile.mkdtemp(prefix="job-", dir=parent))
+    if user:
+        os.chown(job, *user)
+    job.chmod(0o700)
+    return job
+
+
+def _limits(cpu_s: int, memory_mb: int):
+    def apply():
+        mb = 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_MB * mb, MAX_FILE_MB * mb))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def _kill_group(pid: int):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memory_mb: int = MEMORY_MB):
+    """Run worker.py on job_dir; always returns (never raises for anything the worker does)."""
+    log_path = job_dir / "log.txt"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(job_dir),
+        "TMPDIR": str(job_dir),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "INFKIT_OFFLINE": "1",
+        "INFKIT_CACHE": str(job_dir / "cache"),
+    }
+    cmd = [sys.executable, "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
+    extra = {}
+    if user:
+        extra = dict(user=user[0], group=user[1], extra_groups=[])
+    timed_out = False
+    # The log is read back through this same descriptor: the worker may rename or replace the
+    # file (say, by a link to a grader file), but not the inode we opened.
+    with open(log_path, "w+b") as log:
+        if user:
+            os.fchown(log.fileno(), *user)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=job_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: we can kill all it started
+            preexec_fn=_limits(int(timeout_s) + 1, memory_mb),
+            **extra,
+        )
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _kill_group(proc.pid)
+            proc.wait()
+        size = os.fstat(log.fileno()).st_size
+        log.seek(max(0, size - LOG_TAIL))
+        tail = log.read(LOG_TAIL).decode("utf-8", "replace")
+    return WorkerResult(proc.returncode, timed_out, size, tail, job_dir / "out.pt")
+
+
+def is_plain_file(path: Path) -> bool:
+    """A regular file with one link: not a symlink or hard link the worker planted."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
+def explain_crash(r: WorkerResult, timeout_s: float, memory_mb: int = MEMORY_MB) -> str:
+    """One sentence for the student about a worker that produced no usable output."""
+    if r.timed_out:
+        return f"your code did not finish within {timeout_s:.0f} s (an infinite loop, or far too slow?)."
+    rc = r.returncode
+    if rc is not None and rc < 0:
+        sig = -rc
+        if sig == signal.SIGXFSZ:
+            return (
+                f"your code wrote more than {MAX_FILE_MB} MB of output (prints in a loop?) and was stopped."
+            )
+        if sig == signal.SIGXCPU:
+            return "your code used up its CPU time limit and was stopped."
+        if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
+            return (
+                f"your code was killed by signal {signal.Signals(sig).name}: most often it ran out of "
+                f"memory (the limit is {memory_mb} MB) or crashed the interpreter."
+            )
+        return f"your code was killed by signal {signal.Signals(sig).name}."
+    if r.log_bytes >= (MAX_FILE_MB - 1) * 1024 * 1024:
+        return TOO_MUCH_OUTPUT
+    if "MemoryError" in r.log_tail:
+        return f"your code ran out of memory (the limit is {memory_mb} MB)."
+    return (
+        f"the grader's process ended (exit code {rc}) before your code finished: do not call "
+        "sys.exit(), os._exit() or exit() in model.py."
+    )

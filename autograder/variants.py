@@ -1,0 +1,261 @@
+"""Submissions for the autograder's self-test, generated from solution/model.py.
+
+BUGGY: each one realistic mistake, made by a text substitution in the reference (every
+substitution must apply exactly once, so a change in the solution that breaks one is caught),
+with the pieces whose public test must then fail.
+HOSTILE: files that attack or break the grader; each must still get a valid results.json.
+GOOD: other correct implementations (e.g. speculative decoding without a cache) that must pass.
+"""
+
+from pathlib import Path
+
+from infkit import paths
+
+
+def solution_text() -> str:
+    return paths.SOLUTION_MODEL.read_text()
+
+
+def starter_text() -> str:
+    return paths.STARTER_MODEL.read_text()
+
+
+def substitute(text: str, *pairs: tuple[str, str]) -> str:
+    for old, new in pairs:
+        count = text.count(old)
+        if count != 1:
+            raise AssertionError(f"substitution must apply exactly once, applied {count}x: {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def replace_region(text: str, piece: str, body: str, occurrence: int = 0) -> str:
+    """Replace the code of the `occurrence`-th marked region of `piece` with `body`."""
+    lines = text.splitlines(keepends=True)
+    begins = [i for i, line in enumerate(lines) if line.strip() == f"# BEGIN SOLUTION {piece}"]
+    start = begins[occurrence]
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "# END SOLUTION")
+    return "".join(lines[: start + 1] + [body] + lines[end:])
+
+
+# (name, pieces whose public test must fail, substitutions)
+BUGGY = {
+    "decode_position_off_by_one": (
+        ("gpt_decode", "generate_kv", "speculative"),
+        [
+            (
+                "pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)",
+                "pos = torch.arange(start + 1, start + t + 1, dtype=torch.long, device=idx.device)",
+            )
+        ],
+    ),
+    "cache_not_advanced": (
+        ("attn_decode", "gpt_decode", "generate_kv"),
+        [("        self.seq_pos = end\n        keys", "        self.seq_pos = start\n        keys")],
+    ),
+    "cache_advanced_twice": (
+        ("attn_decode", "gpt_decode", "generate_kv"),
+        [("        self.seq_pos = end\n        keys", "        self.seq_pos = end + T\n        keys")],
+    ),
+    "wrong_cache_slice": (
+        ("attn_decode", "gpt_decode", "generate_kv"),
+        [
+            ("keys = self.kv_cache[0, :B, :, :end]", "keys = self.kv_cache[0, :B, :, 1:end]"),
+            ("values = self.kv_cache[1, :B, :, :end]", "values = self.kv_cache[1, :B, :, 1:end]"),
+        ],
+    ),
+    "prefill_wrong_slot": (
+        ("prefill",),
+        [
+            ("self.kv_cache[0, :B, :, :T] = k", "self.kv_cache[0, :B, :, 1 : T + 1] = k"),
+            ("self.kv_cache[1, :B, :, :T] = v", "self.kv_cache[1, :B, :, 1 : T + 1] = v"),
+        ],
+    ),
+    "multi_token_mask_wrong": (
+        ("attn_decode", "speculative"),
+        [("values.to(q.dtype), q_start=start)", "values.to(q.dtype), q_start=0)")],
+    ),
+    "batch_rows_mixed": (
+        ("attn_decode", "gpt_decode", "generate_kv"),
+        [("self.kv_cache[0, :B, :, start:end] = k\n", "self.kv_cache[0, :B, :, start:end] = k.roll(1, 0)\n")],
+    ),
+    "state_leaks_between_calls": (
+        ("generate_kv",),
+        [
+            (
+                "            logits = self.prefill(idx)  # (B, 1, V)\n",
+                "            if self.transformer.h[0].attn.kv_cache is None:\n"
+                "                self.setup_kv_cache(B)\n"
+                "            logits = self.decode(idx)[:, -1:]\n",
+            )
+        ],
+    ),
+    "generate_kv_reruns_sequence": (
+        ("generate_kv",),
+        [
+            (
+                "logits = self.decode(out[:, T + i : T + i + 1])",
+                "logits = self.prefill(out[:, : T + i + 1])",
+            )
+        ],
+    ),
+    "spec_keeps_draft_at_disagreement": (
+        ("speculative",),
+        [
+            (
+                "new = torch.cat((drafted[0, :a], target_tokens[a : a + 1]))",
+                "new = torch.cat((drafted[0, : a + 1], target_tokens[a : a + 1]))[: a + 1]",
+            )
+        ],
+    ),
+    "spec_skips_target_token": (
+        ("speculative",),
+        [("seq[0, n : n + a + 1] = new", "seq[0, n : n + a] = new[:a]")],
+    ),
+    "spec_overshoots": (
+        ("speculative",),
+        [
+            ("k = min(num_speculative, n_total - n - 1)", "k = num_speculative"),
+            (
+                "seq = torch.empty(1, n_total, dtype",
+                "seq = torch.empty(1, n_total + num_speculative + 1, dtype",
+            ),
+            ("        self.spec_stats = stats\n        return seq\n", "        return seq[:, :n]\n"),
+        ],
+    ),
+    "spec_verifies_one_by_one": (
+        ("speculative",),
+        [
+            (
+                "logits = self.decode(verify)[0, -(k + 1) :]",
+                "logits = torch.cat([self.decode(verify[:, j : j + 1]) for j in range(verify.size(1))], dim=1)"
+                "[0, -(k + 1) :]",
+            )
+        ],
+    ),
+}
+
+
+def buggy(name: str) -> str:
+    return substitute(solution_text(), *BUGGY[name][1])
+
+
+# A correct greedy speculative decoder without any KV cache, as the course allows: every round
+# re-runs whole sequences through both models. It must pass correctness and the speed test.
+CACHELESS_SPECULATIVE = """\
+        seq = idx
+        n_total = idx.size(1) + max_new_tokens
+        while seq.size(1) < n_total:
+            k = min(num_speculative, n_total - seq.size(1) - 1)
+            draft = seq
+            for _ in range(k):
+                logits, _ = draft_model(draft)
+                draft = torch.cat((draft, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+            logits, _ = self(draft, all_logits=True)
+            target = logits[0, seq.size(1) - 1 :].argmax(-1)  # (k + 1,) the target's picks
+            proposed = draft[0, seq.size(1) :]
+            a = 0
+            while a < k and proposed[a] == target[a]:
+                a += 1
+            seq = torch.cat((seq, proposed[None, :a], target[None, a : a + 1]), dim=1)
+        return seq
+"""
+
+
+def cacheless_speculative() -> str:
+    return replace_region(solution_text(), "speculative", CACHELESS_SPECULATIVE)
+
+
+# Hostile or broken submissions. Each is the starter (or the solution) plus an attack; `{root}`
+# is replaced by the grading root so an attack can aim at the real results file.
+HOSTILE = {
+    "syntax_error": lambda: starter_text() + "\ndef broken(:\n",
+    "raises_at_import": lambda: starter_text() + "\nraise RuntimeError('boom at import')\n",
+    "sys_exit_at_import": lambda: starter_text() + "\nimport sys\nsys.exit(0)\n",
+    "os_exit_in_method": lambda: substitute(
+        solution_text(),
+        (
+            "        w = self.c_attn.weight\n        head_dim",
+            "        import os\n        os._exit(0)\n        head_dim",
+        ),
+    ),
+    "hangs": lambda: substitute(
+        solution_text(),
+        (
+            "        w = self.c_attn.weight\n        head_dim",
+            "        while True:\n            pass\n        head_dim",
+        ),
+    ),
+    "prints_megabytes": lambda: starter_text() + "\nfor _ in range(2000):\n    print('x' * 100_000)\n",
+    "allocates_until_killed": lambda: starter_text()
+    + "\nhog = []\nwhile True:\n    hog.append(bytearray(50_000_000))\n    hog[-1][::4096] = b'x' * len(hog[-1][::4096])\n",
+    "writes_results_json": lambda: solution_text() + _WRITE_RESULTS,
+    "reads_grader_files": lambda: starter_text() + _READ_GRADER,
+    "patches_torch": lambda: starter_text() + _PATCH_TORCH,
+    "kills_grader": lambda: starter_text() + _KILL_GRADER,
+    "links_log_to_grader": lambda: starter_text() + _LINK_LOG,
+}
+
+_WRITE_RESULTS = """
+import json as _json, os as _os
+_fake = {"score": 1000, "tests": [{"name": "pwned", "score": 1000, "max_score": 1}]}
+for _p in ("{root}/results/results.json", "/autograder/results/results.json", "results.json", "out.pt"):
+    try:
+        _os.makedirs(_os.path.dirname(_p) or ".", exist_ok=True)
+        with open(_p, "w") as _f:
+            _json.dump(_fake, _f)
+    except OSError:
+        pass
+"""
+
+_READ_GRADER = """
+import glob as _glob
+try:
+    open("{source}/autograder/rubric.py").read()
+    _seen = "READ"
+except OSError:
+    _seen = "DENIED"
+try:
+    import autograder.harness  # noqa: F401  (the grader's code is not on the worker's path)
+    _seen += ", IMPORTED"
+except ImportError:
+    pass
+raise RuntimeError("grader files: " + _seen)
+"""
+
+# Swap its own log for a link to a grader file, hoping the grader shows "the last lines printed".
+_LINK_LOG = """
+import os as _os
+_os.remove("log.txt")
+_os.symlink("{source}/autograder/rubric.py", "log.txt")
+_os.symlink("{source}/autograder/rubric.py", "out.pt.tmp")
+_os.replace("out.pt.tmp", "out.pt")
+_os._exit(3)
+"""
+
+# Kill the process that started this one (the harness) where the operating system allows it.
+_KILL_GRADER = """
+import os as _os, signal as _signal
+try:
+    _os.kill(_os.getppid(), _signal.SIGKILL)
+except OSError:
+    pass
+"""
+
+# Make every comparison succeed and every check pass, inside the student's own process.
+_PATCH_TORCH = """
+import torch as _torch
+_torch.allclose = lambda *a, **k: True
+_torch.equal = lambda *a, **k: True
+try:
+    import infkit.checks as _c
+    for _name in list(_c.JUDGES):
+        _c.JUDGES[_name] = lambda *a, **k: "passed"
+    _c.judge = lambda *a, **k: "passed"
+except ImportError:
+    pass
+"""
+
+
+def hostile(name: str, root: Path, source: Path) -> str:
+    return HOSTILE[name]().replace("{root}", str(root)).replace("{source}", str(source))

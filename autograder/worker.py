@@ -1,0 +1,47 @@
+"""The sandboxed worker: imports the student's model.py and runs ONE graded job on it.
+
+Started by the harness as `python -E -s worker.py JOB_DIR`, usually as an unprivileged user,
+with limits on memory, CPU time and file size. It reads JOB_DIR/job.json, loads
+JOB_DIR/model.py in DEBUG mode, records the raw outputs of the student's code (tokens,
+logits, cache contents, timings) and saves them to JOB_DIR/out.pt. It judges nothing: the
+harness, in its own process, decides pass/fail from these outputs. Nothing this process does
+(patching torch, exiting, printing, writing files) can change a score it did not earn.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(job_dir: Path) -> None:
+    job = json.loads((job_dir / "job.json").read_text())
+    import torch
+
+    torch.set_num_threads(1)  # Gradescope gives 1-2 CPUs; one thread keeps timings stable
+
+    from infkit import checks, loading
+
+    out = {"status": "ok", "results": []}
+    try:
+        module = loading.load_model_module(job_dir / "model.py", debug=True)
+    except BaseException as e:  # SystemExit too: an import that exits is an import error
+        out = {"status": "import_error", "error": checks.describe_error(e)}
+        torch.save(out, job_dir / "out.pt")
+        return
+    if job["kind"] == "check":
+        for seed in job["seeds"]:
+            rec, err = checks.probe(job["piece"], module, shape=job["shape"], seed=seed)
+            out["results"].append({"rec": rec, "error": None if err is None else checks.describe_error(err)})
+    else:
+        import speed
+
+        ref = loading.load_model_module(Path(__file__).parent / "reference_model.py", debug=True)
+        try:
+            out["results"].append({"rec": speed.MEASURE[job["piece"]](module, ref), "error": None})
+        except Exception as e:
+            out["results"].append({"rec": {}, "error": checks.describe_error(e)})
+    torch.save(out, job_dir / "out.pt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

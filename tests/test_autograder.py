@@ -1,0 +1,208 @@
+"""The Gradescope autograder, end to end: the solution gets full marks, the starter none, each
+buggy submission loses points on the right test, each hostile one still gets a valid result."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from autograder import build, harness, rubric, sandbox, variants
+from infkit import paths
+
+VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
+
+
+def assert_valid(results: dict):
+    """The results.json schema Gradescope reads, and scores that add up."""
+    assert set(results) >= {"score", "execution_time", "output", "tests", "leaderboard"}
+    assert isinstance(results["output"], str) and results["output"]
+    for t in results["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "status", "output", "visibility"}
+        assert t["visibility"] in VISIBILITIES
+        assert t["status"] in ("passed", "failed")
+        assert 0 <= t["score"] <= t["max_score"] or t["max_score"] == 0
+        assert isinstance(t["output"], str) and t["output"]
+    assert results["score"] == pytest.approx(sum(t["score"] for t in results["tests"]))
+    for e in results["leaderboard"]:
+        assert set(e) == {"name", "value", "order"} and e["order"] in ("asc", "desc")
+    json.dumps(results)
+
+
+def grade_text(tmp_path, text: str, tests=None, name="model.py", **kwargs) -> dict:
+    sub = tmp_path / "submission"
+    sub.mkdir(parents=True, exist_ok=True)
+    (sub / name).write_text(text)
+    results = harness.grade(sub, tests=tests, **kwargs)
+    assert_valid(results)
+    return results
+
+
+def rows(results, piece=None, visibility=None):
+    by_piece = {t.name: t for t in rubric.TESTS}
+    return [
+        r
+        for r in results["tests"]
+        if (piece is None or by_piece[r["name"]].piece == piece)
+        and (visibility is None or r["visibility"] == visibility)
+    ]
+
+
+def public(piece):
+    return [t for t in rubric.TESTS if t.piece == piece and t.visibility == rubric.VISIBLE]
+
+
+def test_rubric_points():
+    assert rubric.TOTAL == 50
+    kv = sum(t.points for t in rubric.TESTS if t.piece in ("buffers", "prefill", "attn_decode", "gpt_decode"))
+    kv += sum(t.points for t in rubric.TESTS if t.piece in ("generate_kv", "kv_speed"))
+    assert kv == 30
+    assert sum(t.points for t in rubric.TESTS if t.piece in ("speculative", "spec_speed")) == 20
+    assert 0 < rubric.HIDDEN_POINTS < rubric.TOTAL
+
+
+def test_solution_full_marks(tmp_path):
+    results = grade_text(tmp_path, variants.solution_text())
+    failed = [(r["name"], r["output"]) for r in results["tests"] if r["status"] != "passed"]
+    assert not failed
+    assert results["score"] == rubric.TOTAL
+    assert all(e["value"] > 0 for e in results["leaderboard"])
+    assert f"{rubric.HIDDEN_POINTS:g} more points come from hidden tests" in results["output"]
+    speed_rows = rows(results, "kv_speed") + rows(results, "spec_speed")
+    assert all("x faster" in r["output"] for r in speed_rows)  # the measured numbers are shown
+
+
+def test_starter_gets_nothing(tmp_path):
+    results = grade_text(tmp_path, variants.starter_text())
+    assert results["score"] == 0
+    for r in rows(results):
+        assert "not implemented yet" in r["output"], r
+
+
+def test_cacheless_speculative_passes(tmp_path):
+    """The course allows speculative decoding without a KV cache: full credit, speed included."""
+    results = grade_text(
+        tmp_path, variants.cacheless_speculative(), tests=public("speculative") + public("spec_speed")
+    )
+    assert [r["status"] for r in results["tests"]] == ["passed", "passed"], results["tests"]
+
+
+@pytest.mark.parametrize("name", sorted(variants.BUGGY))
+def test_buggy_submission_loses_points(tmp_path, name):
+    pieces = variants.BUGGY[name][0]
+    results = grade_text(tmp_path, variants.buggy(name), tests=public(pieces[0]))
+    (row,) = results["tests"]
+    assert row["score"] == 0 and row["output"].startswith("FAIL"), row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(variants.BUGGY))
+def test_buggy_submission_full_grading(tmp_path, name):
+    pieces = variants.BUGGY[name][0]
+    checks_only = [t for t in rubric.TESTS if t.kind == "check" and t.visibility == rubric.VISIBLE]
+    results = grade_text(tmp_path, variants.buggy(name), tests=checks_only)
+    for piece in pieces:
+        assert all(r["score"] == 0 for r in rows(results, piece)), piece
+    assert all(r["status"] == "passed" for r in rows(results, "buffers"))  # partial credit stays
+    assert 0 < results["score"] < sum(t.points for t in checks_only)
+
+
+@pytest.mark.slow
+def test_solution_grading_is_stable(tmp_path):
+    for i in range(3):
+        results = grade_text(tmp_path / str(i), variants.solution_text())
+        assert results["score"] == rubric.TOTAL, [r for r in results["tests"] if r["status"] != "passed"]
+
+
+# ---------------------------------------------------------------------------------------
+# Broken and hostile submissions
+
+
+@pytest.mark.parametrize("upload", ["Model.py", "model (1).py", "handout.zip", "model.ipynb"])
+def test_misnamed_upload_says_what_to_upload(tmp_path, upload):
+    results = grade_text(tmp_path, variants.solution_text(), name=upload)
+    assert results["score"] == 0
+    assert "named exactly model.py" in results["output"]
+    assert all("named exactly model.py" in r["output"] for r in results["tests"])
+
+
+def test_nested_model_py_is_found(tmp_path):
+    (tmp_path / "inference-kit").mkdir()
+    (tmp_path / "inference-kit" / "model.py").write_text("")
+    path, note = harness.find_submission(tmp_path)
+    assert path == tmp_path / "inference-kit" / "model.py" and "next time upload model.py on its own" in note
+
+
+HOSTILE_EXPECT = {  # name: (tests to run, words the student's message must contain)
+    "syntax_error": (None, "failed to import: SyntaxError"),
+    "raises_at_import": (None, "failed to import: RuntimeError: boom at import"),
+    "sys_exit_at_import": (None, "failed to import: SystemExit"),
+    "os_exit_in_method": (public("buffers"), "do not call sys.exit()"),
+    "hangs": ([t for t in rubric.TESTS if t.piece == "buffers"], "did not finish within"),
+    "prints_megabytes": (public("buffers"), "printed more than"),
+    "allocates_until_killed": (public("buffers"), "MemoryError"),
+    "reads_grader_files": (public("buffers"), "grader files: "),
+    "patches_torch": (public("speculative"), "not implemented yet"),
+    "links_log_to_grader": (public("buffers"), "do not call sys.exit()"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_EXPECT))
+def test_hostile_submission_gets_valid_result(tmp_path, name):
+    tests, words = HOSTILE_EXPECT[name]
+    text = variants.hostile(name, tmp_path, paths.ROOT)
+    results = grade_text(tmp_path, text, tests=tests, timeout_scale=0.08)
+    assert results["score"] == 0
+    assert words in results["tests"][0]["output"], results["tests"][0]["output"]
+    assert "HIDDEN_POINTS" not in json.dumps(results)  # nothing of the grader's files shown
+    if name == "hangs":  # a timeout in the public test skips the piece's hidden test
+        assert "timed out" in results["tests"][1]["output"]
+
+
+def run_gradescope_flow(tmp_path, text, pieces="buffers") -> dict:
+    """run_autograder from the built zip, as Gradescope runs it, with the root moved to tmp."""
+    root = tmp_path / "root"
+    root.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)  # as /autograder: the worker's account may pass through
+    with zipfile.ZipFile(build.build_autograder(tmp_path)) as z:
+        for info in z.infolist():
+            z.extract(info, root / "source")
+            (root / "source" / info.filename).chmod((info.external_attr >> 16) & 0o777 or 0o644)
+    (root / "submission").mkdir()
+    (root / "submission" / "model.py").write_text(text.replace("{source}", str(root / "source")))
+    venv = Path(sys.executable).parent.parent
+    env = dict(os.environ, AUTOGRADER_ROOT=str(root), INFKIT_VENV=str(venv), AUTOGRADER_TESTS=pieces)
+    env.pop("PYTHONPATH", None)
+    subprocess.run([str(root / "source" / "run_autograder")], env=env, timeout=300, check=False)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert_valid(results)
+    return results
+
+
+def test_submission_cannot_write_its_own_results(tmp_path):
+    text = variants.hostile("writes_results_json", tmp_path / "root", paths.ROOT)
+    results = run_gradescope_flow(tmp_path, text)
+    assert results["score"] == 3 and not any(t["name"] == "pwned" for t in results["tests"])
+
+
+def test_submission_that_kills_the_grader_still_gets_a_result(tmp_path):
+    results = run_gradescope_flow(tmp_path, variants.hostile("kills_grader", tmp_path, paths.ROOT))
+    assert results["score"] == 0
+
+
+def dropping_privileges() -> bool:
+    user = sandbox.worker_user()
+    return bool(user) and sandbox.can_run_as(user)
+
+
+@pytest.mark.skipif(
+    not dropping_privileges(), reason="needs root and a worker account that can run this Python"
+)
+def test_worker_cannot_read_the_grader(tmp_path):
+    results = run_gradescope_flow(
+        tmp_path, variants.hostile("reads_grader_files", tmp_path, Path("{source}"))
+    )
+    assert "grader files: DENIED" in results["tests"][0]["output"], results["tests"][0]["output"]

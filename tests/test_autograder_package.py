@@ -1,0 +1,135 @@
+"""The two zips: the Gradescope autograder (layout, scripts, runs as Gradescope would) and the
+student handout (its contents, no solution code, the public tests work inside it)."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from autograder import build
+from infkit import paths, starter
+
+
+@pytest.fixture(scope="module")
+def zips(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    return build.build_autograder(out), build.build_handout(out)
+
+
+def extract(zip_path: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as z:
+        for info in z.infolist():
+            z.extract(info, dest)
+            mode = info.external_attr >> 16
+            if mode:
+                (dest / info.filename).chmod(stat.S_IMODE(mode))
+    return dest
+
+
+def test_autograder_zip_layout(zips):
+    with zipfile.ZipFile(zips[0]) as z:
+        names = set(z.namelist())
+        assert {"setup.sh", "run_autograder", "requirements.txt", "autograder/harness.py"} <= names
+        assert "starter/model.py" in names and not any(n.startswith("solution/") for n in names)
+        for script in ("setup.sh", "run_autograder"):
+            data = z.read(script)
+            assert data.startswith(b"#!/usr/bin/env bash\n") and b"\r" not in data
+            assert b"set -euo pipefail" in data
+            assert (z.getinfo(script).external_attr >> 16) & 0o111, f"{script} is not executable"
+        reqs = z.read("requirements.txt").decode()
+        pins = [line for line in reqs.splitlines() if line and not line.startswith("#")]
+        assert pins and all("==" in line for line in pins) and "torch==2.13.0" in pins
+
+
+def test_run_autograder_as_gradescope_would(zips, tmp_path):
+    """Unpack the zip as /autograder/source, run run_autograder with the root moved."""
+    source = extract(zips[0], tmp_path / "source")
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "submission" / "model.py").write_text(paths.SOLUTION_MODEL.read_text())
+    venv = Path(sys.executable).parent.parent
+    env = dict(
+        os.environ, AUTOGRADER_ROOT=str(tmp_path), INFKIT_VENV=str(venv), AUTOGRADER_TESTS="buffers,prefill"
+    )
+    env.pop("PYTHONPATH", None)
+    subprocess.run([str(source / "run_autograder")], env=env, check=True, timeout=300)
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert [t["status"] for t in results["tests"]] == ["passed", "passed"], results
+    assert results["score"] == 7
+
+
+def test_handout_contents(zips):
+    with zipfile.ZipFile(zips[1]) as z:
+        names = set(z.namelist())
+        assert all(n.startswith("inference-kit/") for n in names)
+        for required in ("model.py", "run.sh", "Makefile", "requirements.txt", "pyproject.toml", "README.md"):
+            assert f"inference-kit/{required}" in names
+        assert "inference-kit/tests_public/test_public.py" in names
+        assert "inference-kit/infkit/paths.py" in names
+        if (paths.ROOT / "notebooks/inference.ipynb").exists():
+            assert "inference-kit/notebooks/inference.ipynb" in names
+        if (paths.ROOT / "written/template.tex").exists():
+            assert "inference-kit/written/template.tex" in names
+        forbidden = ("solution/", "written/key", "answers", "autograder/", "tests/")
+        assert not [n for n in names if any(f in n.removeprefix("inference-kit/") for f in forbidden)]
+        assert z.read("inference-kit/model.py") == paths.STARTER_MODEL.read_bytes()
+        assert (z.getinfo("inference-kit/run.sh").external_attr >> 16) & 0o111
+
+
+def solution_only_lines() -> list[str]:
+    """Lines of the solution's marked regions that the starter does not have (the answers)."""
+    solution = paths.SOLUTION_MODEL.read_text()
+    starter_text, _ = starter.strip_solution(solution)
+    lines, inside = [], False
+    for line in solution.splitlines():
+        if starter.BEGIN.match(line):
+            inside = True
+        elif starter.END.match(line):
+            inside = False
+        elif inside and not starter.STUB.match(line):
+            text = line.strip()
+            if len(text) > 25 and text not in starter_text:
+                lines.append(text)
+    assert len(lines) > 20  # the regions hold real code
+    return lines
+
+
+def test_handout_has_no_solution_code(zips):
+    answers = solution_only_lines()
+    with zipfile.ZipFile(zips[1]) as z:
+        for name in z.namelist():
+            text = z.read(name).decode("utf-8", "replace")
+            leaked = [a for a in answers if a in text]
+            assert not leaked, f"{name} contains solution code: {leaked[:3]}"
+
+
+@pytest.mark.parametrize("which", ["starter", "solution"])
+def test_public_tests_inside_the_handout(zips, tmp_path, which):
+    kit = extract(zips[1], tmp_path) / "inference-kit"
+    if which == "solution":
+        (kit / "model.py").write_text(paths.SOLUTION_MODEL.read_text())
+    env = {k: v for k, v in os.environ.items() if k not in ("INFKIT_MODEL", "PYTHONPATH")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests_public"],
+        cwd=kit,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if which == "solution":
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert "6 passed" in done.stdout
+    else:
+        assert done.returncode == 1 and "6 failed" in done.stdout, done.stdout[-3000:]
+        assert done.stdout.count("not implemented yet") >= 6
+        assert "Traceback" not in done.stdout
+
+
+@pytest.mark.parametrize("script", ["setup.sh", "run_autograder"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(paths.ROOT / "autograder" / script)], check=True)
