@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from infkit import checks, loading, paths
+from infkit import checks, loading, paths, sampling_check
 
 from . import rubric, sandbox, speed
 
@@ -199,6 +199,28 @@ class Grader:
             raise checks.CheckFailed(f"too slow: {detail}.")
         return detail
 
+    def sampling(self, test: rubric.Test) -> str:
+        """The optional piece: counts from the student's sampler against the exact distribution,
+        computed here from the given code."""
+        (result,) = self.run_job(test)
+        error = result["error"]
+        if error is not None:
+            if error.get("not_implemented"):
+                raise checks.CheckFailed(f"optional piece not implemented yet ({error['message'][:160]}).")
+            raise checks.CheckFailed(f"your code raised {error['type']}: {error['message'][:200]}")
+        counts = {tuple(int(x) for x in row[:-1]): int(row[-1]) for row in result["rec"]["counts"]}
+        verdict = sampling_check.judge_optional_piece(self.ref, counts)
+        detail = (
+            f"chi-square {verdict['chi2']:.1f} against a threshold of {verdict['critical']:.1f} "
+            f"(df {verdict['df']}, {verdict['runs']} seeded runs, total variation {verdict['tv']:.3f})"
+        )
+        if not verdict["passed"]:
+            raise checks.CheckFailed(
+                f"the tokens your speculative sampler emits do not follow the target's distribution: {detail}. "
+                "Accept with probability min(1, p/q); after a rejection sample from max(0, p - q) normalised."
+            )
+        return detail
+
     def leaderboard(self) -> list:
         kv_tps, spec_over_kv = 0.0, 0.0
         if "kv_speed" in self.speed_records:
@@ -225,12 +247,12 @@ class Grader:
 # The whole run
 
 
-def _row(test: rubric.Test, score: float, output: str) -> dict:
+def _row(test: rubric.Test, score: float, output: str, passed: bool = False) -> dict:
     return {
         "name": test.name,
         "score": score,
         "max_score": test.points,
-        "status": "passed" if score >= test.points else "failed",
+        "status": "passed" if passed else "failed",
         "output": output,
         "visibility": test.visibility,
     }
@@ -253,8 +275,9 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
             for test in tests:
                 print(f"running {test.name}", flush=True)
                 try:
-                    message = grader.check(test) if test.kind == "check" else grader.speed(test)
-                    rows.append(_row(test, float(test.points), f"PASS: {message}"))
+                    run = {"check": grader.check, "speed": grader.speed, "sampling": grader.sampling}
+                    message = run[test.kind](test)
+                    rows.append(_row(test, float(test.points), f"PASS: {message}", passed=True))
                 except HarnessError as e:
                     print(f"HARNESS ERROR: {e}")
                     rows.append(

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from infkit.checks import HIDDEN_SHAPE, PUBLIC_SHAPE
 
 VISIBLE, HIDDEN = "visible", "after_due_date"
+# The optional piece (GPT._accept_sampled): 0 points by default, so the test only reports.
+# Staff who want extra credit set the points here; they come on top of the 50.
+SAMPLING_POINTS = 0.0
 
 
 @dataclass(frozen=True)
 class Test:
     name: str
-    kind: str  # "check" (a piece of infkit.checks) or "speed"
+    kind: str  # "check" (a piece of infkit.checks), "speed", or "sampling" (the optional piece)
     piece: str  # the piece checked, or the speed test's name
     points: float
     visibility: str = VISIBLE
@@ -50,8 +53,15 @@ TESTS = [
     Test("KV speed: generate_kv vs the naive generate", "speed", "kv_speed", 2, timeout_s=150),
     *_piece("Speculative: generate_speculative", "speculative", 10, 6),
     Test("Speculative speed: vs the target model's naive generate", "speed", "spec_speed", 4, timeout_s=150),
+    Test(
+        "Optional: speculative sampling (temperature > 0) keeps the target's distribution",
+        "sampling",
+        "sampling",
+        SAMPLING_POINTS,
+        timeout_s=120,
+    ),
 ]
 
 TOTAL = sum(t.points for t in TESTS)
 HIDDEN_POINTS = sum(t.points for t in TESTS if t.visibility != VISIBLE)
-assert TOTAL == 50, TOTAL
+assert TOTAL - SAMPLING_POINTS == 50, TOTAL

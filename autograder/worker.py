@@ -32,6 +32,15 @@ def main(job_dir: Path) -> None:
         for seed in job["seeds"]:
             rec, err = checks.probe(job["piece"], module, shape=job["shape"], seed=seed)
             out["results"].append({"rec": rec, "error": None if err is None else checks.describe_error(err)})
+    elif job["kind"] == "sampling":
+        from infkit import sampling_check
+
+        try:
+            counts = sampling_check.sample_optional_piece(module)
+            rec = {"counts": [[*outcome, n] for outcome, n in counts.items()]}
+            out["results"].append({"rec": rec, "error": None})
+        except Exception as e:
+            out["results"].append({"rec": {}, "error": checks.describe_error(e)})
     else:
         import speed
 

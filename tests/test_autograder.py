@@ -56,7 +56,7 @@ def public(piece):
 
 
 def test_rubric_points():
-    assert rubric.TOTAL == 50
+    assert rubric.TOTAL - rubric.SAMPLING_POINTS == 50
     kv = sum(t.points for t in rubric.TESTS if t.piece in ("buffers", "prefill", "attn_decode", "gpt_decode"))
     kv += sum(t.points for t in rubric.TESTS if t.piece in ("generate_kv", "kv_speed"))
     assert kv == 30
@@ -88,6 +88,20 @@ def test_cacheless_speculative_passes(tmp_path):
         tmp_path, variants.cacheless_speculative(), tests=public("speculative") + public("spec_speed")
     )
     assert [r["status"] for r in results["tests"]] == ["passed", "passed"], results["tests"]
+
+
+def test_optional_sampling_piece(tmp_path):
+    """The optional test passes the solution and fails a sampler that, after a rejection,
+    resamples from p instead of max(0, p - q) (0 points by default: it only reports)."""
+    (test,) = [t for t in rubric.TESTS if t.kind == "sampling"]
+    wrong = variants.solution_text()
+    old = "fix = torch.multinomial(residual / residual.sum(), 1)"
+    assert wrong.count(old) == 1
+    wrong = wrong.replace(old, "fix = torch.multinomial(p[i], 1)")
+    good = grade_text(tmp_path / "good", variants.solution_text(), tests=[test])["tests"][0]
+    bad = grade_text(tmp_path / "bad", wrong, tests=[test])["tests"][0]
+    assert good["status"] == "passed" and "chi-square" in good["output"], good
+    assert bad["status"] == "failed" and "do not follow the target's distribution" in bad["output"], bad
 
 
 @pytest.mark.parametrize("name", sorted(variants.BUGGY))
