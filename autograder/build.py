@@ -29,9 +29,16 @@ AUTOGRADER_FILES = (
 )
 
 
+# infkit modules that stay with staff: the written part's calculator computes every answer of
+# the written key, so it must never reach students (nor does the grader need it).
+STAFF_ONLY = ("inference_math.py",)
+
+
 def _package(folder: Path):
-    """(path, arcname-relative) for the .py files of a package, without caches."""
-    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+    """The .py files of a package that may leave the staff tree, without caches."""
+    return sorted(
+        p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and p.name not in STAFF_ONLY
+    )
 
 
 def _add(z: zipfile.ZipFile, arcname: str, data: bytes, executable: bool = False):

@@ -98,6 +98,17 @@ def solution_only_lines() -> list[str]:
     return lines
 
 
+def test_no_written_key_material_leaves_the_staff_tree(zips):
+    """The written part's calculator computes the key's answers: staff only."""
+    for zip_path in zips:
+        with zipfile.ZipFile(zip_path) as z:
+            names = z.namelist()
+        assert not [
+            n for n in names if n.endswith(("inference_math.py", "key.tex", "answers.json", "answers.tex"))
+        ]
+        assert not [n for n in names if "build/written" in n]
+
+
 def test_handout_has_no_solution_code(zips):
     answers = solution_only_lines()
     with zipfile.ZipFile(zips[1]) as z:
