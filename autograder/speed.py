@@ -83,6 +83,55 @@ def measure_spec(module, ref) -> dict:
 
 MEASURE = {"kv_speed": measure_kv, "spec_speed": measure_spec}
 
+# The verdict: timing the student's own process with its own clock can be faked by the code
+# being timed, so the pass/fail ratio comes from the kernel's CPU accounting of three separate
+# workers, read by the harness: "setup" (fixtures and one one-token call), "naive" (the given
+# naive generate; the student's file is never imported) and "student" (the student's method).
+# Per call = (worker CPU - setup CPU) / calls. Every call gets its own prompt, and every output
+# of the student's calls is checked, so caching answers does not pay.
+CPU_CALLS = {"kv_speed": (3, 12), "spec_speed": (2, 6)}  # (naive calls, student calls)
+
+
+def cpu_prompts(piece: str, n: int) -> list:
+    if piece == "kv_speed":
+        return [
+            fixtures.random_prompt(KV_BATCH, KV_PROMPT, KV_SHAPE["vocab_size"], seed=SEED * 1000 + i)
+            for i in range(n)
+        ]
+    vocab = SPEC_PAIR.target["vocab_size"]
+    return [fixtures.random_prompt(1, SPEC_PROMPT, vocab, seed=SEED * 2000 + i) for i in range(n)]
+
+
+@torch.no_grad()
+def run_role(piece: str, role: str, module, ref) -> dict:
+    """One worker's share of the kernel-timed measurement (module is None unless role is student)."""
+    owner = module if role == "student" else ref
+    if piece == "kv_speed":
+        model, draft, new = fixtures.make_model(owner, KV_SHAPE, seed=SEED), None, KV_NEW
+    else:
+        (draft, model), new = fixtures.make_pair(owner, SPEC_PAIR, seed=SEED), SPEC_NEW
+    n_naive, n_student = CPU_CALLS[piece]
+    prompts = cpu_prompts(piece, n_student if role == "student" else n_naive)
+    if role == "student" and piece == "kv_speed":
+        call = lambda p, n: model.generate_kv(p, n, top_k=1)
+    elif role == "student":
+        call = lambda p, n: model.generate_speculative(p, n, draft, top_k=1, num_speculative=SPEC_K)
+    else:
+        call = lambda p, n: model.generate(p, n, top_k=1)
+    call(prompts[0], 1)  # load kernels, allocate: the same one-token call in every role
+    if role == "setup":
+        return {"outputs": []}
+    return {"outputs": [call(p, new).detach().clone() for p in prompts]}
+
+
+def expected_cpu_outputs(piece: str, ref) -> tuple:
+    """(reference model, expected outputs of the student role's calls), computed by the harness."""
+    if piece == "kv_speed":
+        model, new = fixtures.make_model(ref, KV_SHAPE, seed=SEED), KV_NEW
+    else:
+        (_, model), new = fixtures.make_pair(ref, SPEC_PAIR, seed=SEED), SPEC_NEW
+    return model, [model.generate(p, new, top_k=1) for p in cpu_prompts(piece, CPU_CALLS[piece][1])]
+
 
 def expected_outputs(name: str, ref):
     """What the reference's naive generate produces on the speed fixture (computed by the harness)."""

@@ -22,6 +22,13 @@ def main(job_dir: Path) -> None:
     from infkit import checks, loading
 
     out = {"status": "ok", "results": []}
+    if job["kind"] == "speed" and job.get("role") in ("setup", "naive"):
+        import speed  # the kernel-timed baseline: the student's file is not even imported
+
+        ref = loading.load_model_module(Path(__file__).parent / "reference_model.py", debug=True)
+        out["results"].append({"rec": speed.run_role(job["piece"], job["role"], None, ref), "error": None})
+        torch.save(out, job_dir / "out.pt")
+        return
     try:
         module = loading.load_model_module(job_dir / "model.py", debug=True)
     except BaseException as e:  # SystemExit too: an import that exits is an import error
@@ -46,7 +53,11 @@ def main(job_dir: Path) -> None:
 
         ref = loading.load_model_module(Path(__file__).parent / "reference_model.py", debug=True)
         try:
-            out["results"].append({"rec": speed.MEASURE[job["piece"]](module, ref), "error": None})
+            if job.get("role") == "student":
+                rec = speed.run_role(job["piece"], "student", module, ref)
+            else:
+                rec = speed.MEASURE[job["piece"]](module, ref)
+            out["results"].append({"rec": rec, "error": None})
         except Exception as e:
             out["results"].append({"rec": {}, "error": checks.describe_error(e)})
     torch.save(out, job_dir / "out.pt")

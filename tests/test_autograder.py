@@ -90,6 +90,36 @@ def test_cacheless_speculative_passes(tmp_path):
     assert [r["status"] for r in results["tests"]] == ["passed", "passed"], results["tests"]
 
 
+FORGED_CLOCK = """
+
+# A cheat: generate_kv is really the slow naive loop, and the process clock hides its time.
+import time as _time
+
+_real_clock = _time.perf_counter
+_hidden = [0.0]
+_time.perf_counter = lambda: _real_clock() - _hidden[0]
+_honest_generate = GPT.generate
+
+
+def _forged_generate_kv(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+    start = _real_clock()
+    out = _honest_generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
+    _hidden[0] += _real_clock() - start
+    return out
+
+
+GPT.generate_kv = _forged_generate_kv
+"""
+
+
+def test_forged_clock_earns_no_speed_points(tmp_path):
+    """Timings taken inside the student's process can be faked; the verdict comes from the
+    kernel's CPU accounting of separate processes, which cannot."""
+    results = grade_text(tmp_path, variants.solution_text() + FORGED_CLOCK, tests=public("kv_speed"))
+    (row,) = results["tests"]
+    assert row["score"] == 0 and "too slow" in row["output"] and "kernel" in row["output"], row
+
+
 def test_optional_sampling_piece(tmp_path):
     """The optional test passes the solution and fails a sampler that, after a rejection,
     resamples from p instead of max(0, p - q) (0 points by default: it only reports)."""
