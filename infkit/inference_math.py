@@ -82,8 +82,18 @@ GPUS = {
 #     bytes = C3 + C4 BN + C5 BN^2 + C6 N^2
 
 
+class _Coefficients:
+    """Cost coefficients add up layer by layer and scale by a layer count: n * cost + cost."""
+
+    def __add__(self, other):
+        return type(self)(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    def __rmul__(self, n: int):
+        return type(self)(*(n * a for a in asdict(self).values()))
+
+
 @dataclass(frozen=True)
-class NaiveCost:
+class NaiveCost(_Coefficients):
     C1: float = 0  # FLOPs per token
     C2: float = 0  # FLOPs per token per attended position
     C3: float = 0  # bytes, once per pass (weights)
@@ -96,12 +106,6 @@ class NaiveCost:
 
     def bytes(self, B: int, N: int) -> float:
         return self.C3 + self.C4 * B * N + self.C5 * B * N * N + self.C6 * N * N
-
-    def __add__(self, other):
-        return NaiveCost(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
-
-    def __rmul__(self, n: int):
-        return NaiveCost(*(n * a for a in asdict(self).values()))
 
 
 def mha_naive(s: Shape) -> NaiveCost:
@@ -152,7 +156,7 @@ def kv_bytes_per_layer_per_token(s: Shape) -> int:
 
 
 @dataclass(frozen=True)
-class DecodeCost:
+class DecodeCost(_Coefficients):
     D1: float = 0  # FLOPs per new token
     D2: float = 0  # FLOPs per new token per attended position
     D3: float = 0  # bytes, once per step (weights)
@@ -164,12 +168,6 @@ class DecodeCost:
 
     def bytes(self, B: int, n_cache: int) -> float:
         return self.D3 + self.D4 * B + self.D5 * B * (n_cache + 1)
-
-    def __add__(self, other):
-        return DecodeCost(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
-
-    def __rmul__(self, n: int):
-        return DecodeCost(*(n * a for a in asdict(self).values()))
 
 
 def mha_decode(s: Shape) -> DecodeCost:
