@@ -39,3 +39,15 @@ def test_tiny_pair_agreement_in_band(tiny_pair):
     prompt = fixtures.random_prompt(1, 16, target.config.vocab_size, seed=5)
     agreement = fixtures.greedy_agreement(draft, target, prompt, 100)
     assert 0.6 <= agreement <= 0.95, agreement
+
+
+def test_grading_fixtures_not_degenerate(sol):
+    """The autograder's hidden shape and speed fixtures must also give context-dependent outputs."""
+    from autograder import speed
+    from infkit import checks
+
+    for shape in (checks.HIDDEN_SHAPE, speed.KV_SHAPE, speed.SPEC_PAIR.target):
+        model = fixtures.make_model(sol, shape, seed=0)
+        prompts = fixtures.random_prompt(2, 16, shape["vocab_size"], seed=1)
+        for row in model.generate(prompts, 40, top_k=1)[:, 16:].tolist():
+            assert len(set(row)) >= 10 and _immediate_repeats(row) < 0.35, (shape, row)
