@@ -29,6 +29,10 @@ ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
 BUDGET_S = float(os.environ.get("AUTOGRADER_BUDGET_S", "480"))  # Gradescope's default limit is 600
 KV_MIN_RATIO = 3.0  # generate_kv vs naive generate; the reference measures 6-9x on 1 CPU
 SPEC_MIN_RATIO = 1.15  # speculative vs the target's naive generate; cached ~4.5x, cache-less ~1.7x
+# generate_kv's points also need this kernel-timed ratio on the KV speed fixture: a KV cache
+# measures 5-8x there (3x passes the speed test), re-running the whole sequence ~1x.
+KV_CONFIRM_RATIO = 1.5
+KERNEL_ATTEMPTS = 3  # kernel-timed measurements of a ratio that falls short, at most
 UPLOAD_HINT = (
     "Upload your edited model.py itself: one file named exactly model.py (not a zip, not a "
     "notebook, not a renamed copy such as 'model (1).py')."
@@ -85,6 +89,7 @@ class Grader:
         self.timed_out = set()  # pieces whose public test timed out: skip their hidden test
         self.not_implemented = set()  # pieces whose public test hit a stub: skip their hidden test
         self.speed_records = {}
+        self.kv_kernel_ratio = None  # kernel-timed generate_kv vs naive, once measured
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
         if self.import_error:
@@ -202,46 +207,57 @@ class Grader:
                 f"num_speculative={speed.SPEC_K}, median of {speed.REPEATS}): {ratio:.2f}x faster; "
                 f"needed >= {need}x"
             )
-        cpu_ratio, cpu_detail = self.kernel_timed_ratio(test)
+        cpu_ratio, cpu_detail = self.kernel_timed_ratio(test, need)
         detail = f"{detail}. Verdict from the kernel's CPU accounting of separate processes: {cpu_detail}"
         if cpu_ratio < need:
             raise checks.CheckFailed(f"too slow: {detail}.")
         return detail
 
-    def kernel_timed_ratio(self, test: rubric.Test) -> tuple[float, str]:
+    def kernel_timed_ratio(self, test: rubric.Test, need: float) -> tuple[float, str]:
         """The pass/fail ratio, from CPU seconds the kernel counted for three workers (see
-        speed.CPU_CALLS): nothing the student's code does in its process can change them."""
-        cpu = {}
-        # set-up twice, first and last, keeping the smaller: the first process to start pays
-        # extra for cold caches, which would otherwise be charged to the others
-        for role in ("setup", "naive", "student", "setup2"):
-            (result,) = self.run_job(test, role=role.rstrip("2"))
-            if role == "setup2":
-                cpu["setup"] = min(cpu["setup"], self.last_cpu_s)
-                continue
-            if result["error"] is not None:
-                checks.judge(
-                    "generate_kv" if test.piece == "kv_speed" else "speculative",
-                    self.ref,
-                    {},
-                    result["error"],
-                )
-            cpu[role] = self.last_cpu_s
-            if role == "student":
-                outputs = result["rec"]["outputs"]
+        speed.CPU_CALLS): nothing the student's code does in its process can change them.
+
+        On a shared machine a worker's CPU time also grows when others compete for caches and
+        memory (and, in a VM, with time stolen by the host), so a ratio below `need` is measured
+        again, up to KERNEL_ATTEMPTS times, keeping each role's smallest CPU time: the least
+        disturbed run of each. Re-measuring cannot make slow code look fast: no run of it costs
+        less than it does."""
+        cpu, outputs = {}, None
         model, expected = speed.expected_cpu_outputs(test.piece, self.ref)
-        if not isinstance(outputs, list) or len(outputs) != len(expected):
-            raise checks.CheckFailed("the grader got incomplete outputs from your code.")
         what = "generate_kv" if test.piece == "kv_speed" else "generate_speculative"
-        for i, (got, want) in enumerate(zip(outputs, expected)):
-            checks.compare_greedy(model, got, want, f"{what} on speed prompt {i}")
         n_naive, n_student = speed.CPU_CALLS[test.piece]
-        per_naive = max(cpu["naive"] - cpu["setup"], 1e-3) / n_naive
-        per_student = max(cpu["student"] - cpu["setup"], 1e-3) / n_student
-        ratio = per_naive / per_student
+        for attempt in range(KERNEL_ATTEMPTS):
+            if attempt and self.deadline - time.monotonic() < 90:
+                break  # keep the budget for the tests still to come
+            # set-up first and last: the first process to start pays extra for cold caches,
+            # which would otherwise be charged to the others
+            for role in ("setup", "naive", "student", "setup"):
+                (result,) = self.run_job(test, role=role)
+                if result["error"] is not None:
+                    checks.judge(
+                        "generate_kv" if test.piece == "kv_speed" else "speculative",
+                        self.ref,
+                        {},
+                        result["error"],
+                    )
+                cpu[role] = min(cpu.get(role, float("inf")), self.last_cpu_s)
+                if role == "student":
+                    outputs = result["rec"]["outputs"]
+                    if not isinstance(outputs, list) or len(outputs) != len(expected):
+                        raise checks.CheckFailed("the grader got incomplete outputs from your code.")
+                    for i, (got, want) in enumerate(zip(outputs, expected)):
+                        checks.compare_greedy(model, got, want, f"{what} on speed prompt {i}")
+            per_naive = max(cpu["naive"] - cpu["setup"], 1e-3) / n_naive
+            per_student = max(cpu["student"] - cpu["setup"], 1e-3) / n_student
+            ratio = per_naive / per_student
+            if ratio >= need:
+                break
+        if test.piece == "kv_speed":
+            self.kv_kernel_ratio = ratio
+        runs = f", least of {attempt + 1} runs" if attempt else ""
         return ratio, (
             f"naive {per_naive:.3f} s, yours {per_student:.3f} s of CPU per call "
-            f"({n_naive} and {n_student} calls): {ratio:.2f}x"
+            f"({n_naive} and {n_student} calls{runs}): {ratio:.2f}x"
         )
 
     def sampling(self, test: rubric.Test) -> str:
@@ -342,6 +358,7 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
                             f"{str(e)[:200]}). If your code follows the docstrings, contact the course staff.",
                         )
                     )
+            confirm_one_token_per_step(grader, tests, rows)
             leaderboard = grader.leaderboard()
     except BaseException as e:  # a bug in the harness itself: still a valid, visible result
         traceback.print_exc()
@@ -358,6 +375,37 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _results(rows, leaderboard, notes, time.monotonic() - start)
+
+
+def confirm_one_token_per_step(grader: Grader, tests, rows):
+    """generate_kv's test counts tokens per step with hooks inside the student's process, which
+    code written to fool it can defeat. Its points therefore also need the kernel-timed cost on
+    the KV speed fixture: re-running the sequence every step costs about what naive generate
+    does. Applies when the KV speed test is part of the run and did not fail on our side."""
+    speed_row = next((r for t, r in zip(tests, rows) if t.piece == "kv_speed"), None)
+    if speed_row is None or speed_row["output"].startswith("ERROR"):
+        return
+    ratio = grader.kv_kernel_ratio
+    if ratio is not None and ratio >= KV_CONFIRM_RATIO:
+        return
+    if ratio is None:
+        why = (
+            "the KV speed test, which confirms it by measuring the cost, could not measure your "
+            "generate_kv (see that test's message)"
+        )
+    else:
+        why = (
+            f"the KV speed test measured your generate_kv at {ratio:.2f}x the naive generate by the "
+            f"kernel's CPU accounting, where a KV cache measures well above {KV_CONFIRM_RATIO}x: it "
+            "recomputes the sequence"
+        )
+    for test, row in zip(tests, rows):
+        if test.piece == "generate_kv" and row["status"] == "passed":
+            row.update(
+                score=0.0,
+                status="failed",
+                output=f"FAIL: generate_kv must process one new token per step after the prefill; {why}.",
+            )
 
 
 def _results(rows, leaderboard, notes, seconds) -> dict:

@@ -120,6 +120,46 @@ def test_forged_clock_earns_no_speed_points(tmp_path):
     assert row["score"] == 0 and "too slow" in row["output"] and "kernel" in row["output"], row
 
 
+TAMPERED_COUNT = """
+
+# A cheat: generate_kv is the naive loop, and it hides that from the grader's token counter by
+# muting the forward hooks while it runs, then feeding them the counts of a real KV cache.
+import torch as _torch
+
+_honest_generate = GPT.generate
+
+
+def _tampered_generate_kv(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+    c_attn = self.transformer.h[0].attn.c_attn
+    hooks = dict(c_attn._forward_hooks)
+    c_attn._forward_hooks.clear()
+    try:
+        out = _honest_generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
+    finally:
+        c_attn._forward_hooks.update(hooks)
+    B, T = idx.shape
+    for n in [T] + [1] * (max_new_tokens - 1):
+        for hook in hooks.values():
+            hook(c_attn, (_torch.zeros(B, n, self.config.n_embd),), None)
+    return out
+
+
+GPT.generate_kv = _tampered_generate_kv
+"""
+
+
+def test_tampered_token_count_earns_no_generate_kv_points(tmp_path):
+    """The per-step token count runs inside the student's process and can be fooled; the
+    kernel-timed cost of the KV speed test then takes generate_kv's points back."""
+    text = variants.solution_text() + TAMPERED_COUNT
+    fooled = grade_text(tmp_path / "alone", text, tests=public("generate_kv"))["tests"][0]
+    assert fooled["status"] == "passed", fooled  # the in-process count alone is fooled...
+    results = grade_text(tmp_path / "with_speed", text, tests=public("generate_kv") + public("kv_speed"))
+    kv, kv_speed = results["tests"]
+    assert kv["score"] == 0 and "recomputes the sequence" in kv["output"], kv  # ...the kernel is not
+    assert kv_speed["score"] == 0 and "too slow" in kv_speed["output"], kv_speed
+
+
 def test_optional_sampling_piece(tmp_path):
     """The optional test passes the solution and fails a sampler that, after a rejection,
     resamples from p instead of max(0, p - q) (0 points by default: it only reports)."""
