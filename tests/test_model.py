@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from infkit import fixtures
+from infkit import fixtures, loading, paths, verify_cost
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -152,3 +152,40 @@ def test_sampling_is_seeded(tiny):
     torch.manual_seed(0)
     b = tiny.generate(idx, 12, temperature=0.8, top_k=50)
     assert torch.equal(a, b)
+
+
+def test_linear_fast_path_matches_nn_linear():
+    """Outside DEBUG the model's Linear computes 2-16 rows on CPU as W @ x^T (the verify
+    step's fix, docs/performance.md): the values of nn.Linear up to rounding, any shape."""
+    fast = loading.load_model_module(paths.SOLUTION_MODEL)  # the file's own DEBUG = False
+    assert not fast.DEBUG
+    torch.manual_seed(0)
+    for bias in (True, False):
+        layer = fast.Linear(48, 80, bias=bias)
+        plain = torch.nn.Linear(48, 80, bias=bias)
+        plain.load_state_dict(layer.state_dict())
+        for shape in [(1, 1, 48), (1, 5, 48), (3, 1, 48), (2, 8, 48), (1, 17, 48), (5, 48), (48,)]:
+            x = torch.randn(*shape)
+            torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-5)
+            # row-major out: a transposed layout would put the next layer on MKL's slow path
+            assert layer(x).is_contiguous()
+        x = torch.randn(48, 5).T  # an input stored transposed
+        torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_multi_token_decode_on_the_fast_path():
+    """A verify-sized decode outside DEBUG (fast Linear, SDPA) agrees with the full forward."""
+    fast = loading.load_model_module(paths.SOLUTION_MODEL)
+    model = fixtures.make_model(fast, "tiny", seed=0)
+    idx = fixtures.random_prompt(1, 24, model.config.vocab_size, seed=8)
+    with torch.no_grad():
+        model.prefill(idx[:, :10])
+        chunk = model.decode(idx[:, 10:15])
+        full, _ = model(idx[:, :15], all_logits=True)
+    torch.testing.assert_close(chunk, full[:, 10:15], rtol=1e-4, atol=1e-4)
+
+
+def test_verify_cost_tool_runs():
+    results = verify_cost.main(["--pair", "tiny", "--prompt-len", "8", "--repeats", "1"])
+    assert set(results) == {"model's Linear", "plain nn.Linear"}
+    assert all(ms > 0 for r in results.values() for ms in r.values())
