@@ -8,12 +8,12 @@ whose prefill and decode work (the solution here, the student's file in the hand
 """
 
 import argparse
-import time
 
 import torch
 from torch import nn
 
 from . import fixtures, loading, paths
+from .pairs import step_ms
 
 
 def plain_linear(model):
@@ -27,20 +27,6 @@ def plain_linear(model):
     return model
 
 
-@torch.no_grad()
-def step_ms(model, prompt, tokens: int, repeats: int) -> float:
-    """Median ms of one decode call of `tokens` tokens after the prompt (same position each time)."""
-    model.prefill(prompt)
-    start = prompt.size(1)
-    times = []
-    for _ in range(repeats + 1):
-        model.set_kv_pos(start)
-        t0 = time.perf_counter()
-        model.decode(prompt[:, :tokens])
-        times.append(time.perf_counter() - t0)
-    return 1e3 * sorted(times[1:])[repeats // 2]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--impl", default=str(paths.default_model_path()), help="the model.py to measure")
@@ -52,13 +38,12 @@ def main(argv=None):
     module = loading.load_model_module(args.impl)
     _, target = fixtures.make_pair(module, args.pair, seed=0)
     target.eval()
-    prompt = torch.randint(0, target.config.vocab_size, (1, args.prompt_len))
     print(f"target of pair {args.pair!r}, prompt {args.prompt_len}, {torch.get_num_threads()} threads")
     results = {}
     for label in ("model's Linear", "plain nn.Linear"):
         if label.startswith("plain"):
             plain_linear(target)
-        results[label] = {n: step_ms(target, prompt, n, args.repeats) for n in args.tokens}
+        results[label] = {n: step_ms(target, args.prompt_len, n, args.repeats) for n in args.tokens}
         one = results[label].get(1)
         cells = [
             f"{n} tokens {ms:7.1f} ms" + (f" ({ms / one:.2f} steps)" if one and n > 1 else "")
