@@ -156,10 +156,8 @@ def test_tampered_token_count_earns_no_generate_kv_points(tmp_path):
     assert fooled["status"] == "passed", fooled  # the in-process count alone is fooled...
     results = grade_text(tmp_path / "with_speed", text, tests=public("generate_kv") + public("kv_speed"))
     kv, kv_speed = results["tests"]
-    assert kv["score"] == 0 and "recomputes the sequence" in kv["output"], (
-        kv,
-        kv_speed,
-    )  # ...the kernel is not
+    # ...the kernel's count is not
+    assert kv["score"] == 0 and "recomputes the sequence" in kv["output"], (kv, kv_speed)
     assert kv_speed["score"] == 0 and "too slow" in kv_speed["output"], kv_speed
 
 
