@@ -33,6 +33,11 @@ SPEC_MIN_RATIO = 1.15  # speculative vs the target's naive generate; cached ~4.5
 # measures 4-8x there (3x passes the speed test), re-running the whole sequence ~1x (up to
 # 1.37x seen while another process competed for the 2 cores).
 KV_CONFIRM_RATIO = 2.0
+# The speculative points also need this kernel-timed ratio: generate_speculative's cost with a
+# draft that never agrees over its cost with the fixture draft (speed.stranger_draft). A
+# speculative decoder measures ~2.8x (cached) and ~3.1x (cache-less); one that ignores the draft
+# 1.05x (a generate_kv that fakes the grader's pass count: tests/test_autograder.py).
+SPEC_CONFIRM_RATIO = 1.5
 KERNEL_ATTEMPTS = 3  # kernel-timed measurements of a ratio that falls short, at most
 UPLOAD_HINT = (
     "Upload your edited model.py itself: one file named exactly model.py (not a zip, not a "
@@ -91,6 +96,9 @@ class Grader:
         self.not_implemented = set()  # pieces whose public test hit a stub: skip their hidden test
         self.speed_records = {}
         self.kv_kernel_ratio = None  # kernel-timed generate_kv vs naive, once measured
+        self.spec_draft_ratio = None  # kernel-timed cost with a stranger draft / fixture draft
+        self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker
+        self._expected_cpu = {}
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
         if self.import_error:
@@ -210,9 +218,51 @@ class Grader:
             )
         cpu_ratio, cpu_detail = self.kernel_timed_ratio(test, need)
         detail = f"{detail}. Verdict from the kernel's CPU accounting of separate processes: {cpu_detail}"
+        if test.piece == "spec_speed":
+            _, draft_detail = self.draft_sensitivity(test)
+            detail = f"{detail}; {draft_detail}"
         if cpu_ratio < need:
             raise checks.CheckFailed(f"too slow: {detail}.")
         return detail
+
+    def _kernel_cpu(self, test: rubric.Test, roles: tuple, cpu: dict):
+        """Run one worker per role; keep each role's least CPU seconds (from the kernel) in
+        `cpu`, and check every output of the student's calls."""
+        model, expected = self._cpu_expected(test.piece)
+        what = "generate_kv" if test.piece == "kv_speed" else "generate_speculative"
+        for role in roles:
+            (result,) = self.run_job(test, role=role)
+            if result["error"] is not None:
+                checks.judge(
+                    "generate_kv" if test.piece == "kv_speed" else "speculative",
+                    self.ref,
+                    {},
+                    result["error"],
+                )
+            cpu[role] = min(cpu.get(role, float("inf")), self.last_cpu_s)
+            if role in ("student", "stranger"):
+                outputs = result["rec"]["outputs"]
+                if not isinstance(outputs, list) or len(outputs) != len(expected):
+                    raise checks.CheckFailed("the grader got incomplete outputs from your code.")
+                drafted = " with a draft that never agrees" if role == "stranger" else ""
+                for i, (got, want) in enumerate(zip(outputs, expected)):
+                    checks.compare_greedy(model, got, want, f"{what}{drafted} on speed prompt {i}")
+
+    def _cpu_expected(self, piece: str):
+        if piece not in self._expected_cpu:
+            self._expected_cpu[piece] = speed.expected_cpu_outputs(piece, self.ref)
+        return self._expected_cpu[piece]
+
+    def _per_call(self, cpu: dict, role: str, calls: int) -> float:
+        return max(cpu[role] - cpu["setup"], 1e-3) / calls
+
+    def _attempts(self):
+        """1, 2, ... KERNEL_ATTEMPTS for the runs of a kernel-timed measurement; a retry only
+        while time is left for the tests still to come."""
+        for runs in range(1, KERNEL_ATTEMPTS + 1):
+            if runs > 1 and self.deadline - time.monotonic() < 90:
+                return
+            yield runs
 
     def kernel_timed_ratio(self, test: rubric.Test, need: float) -> tuple[float, str]:
         """The pass/fail ratio, from CPU seconds the kernel counted for three workers (see
@@ -223,42 +273,43 @@ class Grader:
         again, up to KERNEL_ATTEMPTS times, keeping each role's smallest CPU time: the least
         disturbed run of each. Re-measuring cannot make slow code look fast: no run of it costs
         less than it does."""
-        cpu = {}
-        model, expected = speed.expected_cpu_outputs(test.piece, self.ref)
-        what = "generate_kv" if test.piece == "kv_speed" else "generate_speculative"
+        cpu = self.kernel_cpu[test.piece] = {}
         n_naive, n_student = speed.CPU_CALLS[test.piece]
-        for attempt in range(KERNEL_ATTEMPTS):
-            if attempt and self.deadline - time.monotonic() < 90:
-                break  # keep the budget for the tests still to come
+        for runs in self._attempts():  # noqa: B007 (runs is reported below)
             # set-up first and last: the first process to start pays extra for cold caches,
             # which would otherwise be charged to the others
-            for role in ("setup", "naive", "student", "setup"):
-                (result,) = self.run_job(test, role=role)
-                if result["error"] is not None:
-                    checks.judge(
-                        "generate_kv" if test.piece == "kv_speed" else "speculative",
-                        self.ref,
-                        {},
-                        result["error"],
-                    )
-                cpu[role] = min(cpu.get(role, float("inf")), self.last_cpu_s)
-                if role == "student":
-                    outputs = result["rec"]["outputs"]
-                    if not isinstance(outputs, list) or len(outputs) != len(expected):
-                        raise checks.CheckFailed("the grader got incomplete outputs from your code.")
-                    for i, (got, want) in enumerate(zip(outputs, expected)):
-                        checks.compare_greedy(model, got, want, f"{what} on speed prompt {i}")
-            per_naive = max(cpu["naive"] - cpu["setup"], 1e-3) / n_naive
-            per_student = max(cpu["student"] - cpu["setup"], 1e-3) / n_student
+            self._kernel_cpu(test, ("setup", "naive", "student", "setup"), cpu)
+            per_naive = self._per_call(cpu, "naive", n_naive)
+            per_student = self._per_call(cpu, "student", n_student)
             ratio = per_naive / per_student
             if ratio >= need:
                 break
         if test.piece == "kv_speed":
             self.kv_kernel_ratio = ratio
-        runs = f", least of {attempt + 1} runs" if attempt else ""
+        least = f", least of {runs} runs" if runs > 1 else ""
         return ratio, (
             f"naive {per_naive:.3f} s, yours {per_student:.3f} s of CPU per call "
-            f"({n_naive} and {n_student} calls{runs}): {ratio:.2f}x"
+            f"({n_naive} and {n_student} calls{least}): {ratio:.2f}x"
+        )
+
+    def draft_sensitivity(self, test: rubric.Test) -> tuple[float, str]:
+        """Kernel-timed cost of the student's generate_speculative with a draft that never
+        agrees over its cost with the fixture draft (see speed.stranger_draft). Reuses the
+        set-up and student CPU of kernel_timed_ratio; retried like it while below the bar."""
+        cpu = self.kernel_cpu[test.piece]
+        n = speed.CPU_CALLS[test.piece][1]
+        for runs in self._attempts():
+            roles = ("stranger",) if runs == 1 else ("setup", "student", "stranger", "setup")
+            self._kernel_cpu(test, roles, cpu)
+            ratio = self._per_call(cpu, "stranger", n) / self._per_call(cpu, "student", n)
+            if ratio >= SPEC_CONFIRM_RATIO:
+                break
+        self.spec_draft_ratio = ratio
+        least = f", least of {runs} runs" if runs > 1 else ""
+        return ratio, (
+            f"with a draft that never agrees {self._per_call(cpu, 'stranger', n):.3f} s of CPU per call, "
+            f"{ratio:.2f}x the cost with the fixture draft{least} (speculative decoding needs >= "
+            f"{SPEC_CONFIRM_RATIO}x here)"
         )
 
     def sampling(self, test: rubric.Test) -> str:
@@ -360,6 +411,7 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
                         )
                     )
             confirm_one_token_per_step(grader, tests, rows)
+            confirm_speculative_uses_draft(grader, tests, rows)
             leaderboard = grader.leaderboard()
     except BaseException as e:  # a bug in the harness itself: still a valid, visible result
         traceback.print_exc()
@@ -378,13 +430,24 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
     return _results(rows, leaderboard, notes, time.monotonic() - start)
 
 
+def _revoke(tests, rows, pieces, message: str):
+    for test, row in zip(tests, rows):
+        if test.piece in pieces and row["status"] == "passed":
+            row.update(score=0.0, status="failed", output=f"FAIL: {message}")
+
+
+def _speed_row(tests, rows, piece):
+    """The row of a speed test that is part of the run and did not fail on our side, or None."""
+    row = next((r for t, r in zip(tests, rows) if t.piece == piece), None)
+    return None if row is None or row["output"].startswith("ERROR") else row
+
+
 def confirm_one_token_per_step(grader: Grader, tests, rows):
     """generate_kv's test counts tokens per step with hooks inside the student's process, which
     code written to fool it can defeat. Its points therefore also need the kernel-timed cost on
     the KV speed fixture: re-running the sequence every step costs about what naive generate
     does. Applies when the KV speed test is part of the run and did not fail on our side."""
-    speed_row = next((r for t, r in zip(tests, rows) if t.piece == "kv_speed"), None)
-    if speed_row is None or speed_row["output"].startswith("ERROR"):
+    if _speed_row(tests, rows, "kv_speed") is None:
         return
     ratio = grader.kv_kernel_ratio
     if ratio is not None and ratio >= KV_CONFIRM_RATIO:
@@ -400,13 +463,44 @@ def confirm_one_token_per_step(grader: Grader, tests, rows):
             f"kernel's CPU accounting, where a KV cache measures well above {KV_CONFIRM_RATIO}x: it "
             "recomputes the sequence"
         )
-    for test, row in zip(tests, rows):
-        if test.piece == "generate_kv" and row["status"] == "passed":
-            row.update(
-                score=0.0,
-                status="failed",
-                output=f"FAIL: generate_kv must process one new token per step after the prefill; {why}.",
-            )
+    _revoke(
+        tests,
+        rows,
+        ("generate_kv",),
+        f"generate_kv must process one new token per step after the prefill; {why}.",
+    )
+
+
+def confirm_speculative_uses_draft(grader: Grader, tests, rows):
+    """The speculative test counts the target's passes with hooks inside the student's process;
+    code written to fool them could pass a plain KV loop off as speculative decoding. So the
+    speculative points (correctness and speed) also need the kernel-timed cost to depend on the
+    draft: with a draft that never agrees, a speculative decoder pays k draft steps and a
+    verify for every token. Applies when the speculative speed test is part of the run."""
+    if _speed_row(tests, rows, "spec_speed") is None:
+        return
+    ratio = grader.spec_draft_ratio
+    if ratio is not None and ratio >= SPEC_CONFIRM_RATIO:
+        return
+    if ratio is None:
+        why = (
+            "the speculative speed test, which confirms this by measuring the cost, could not measure "
+            "your generate_speculative (see that test's message)"
+        )
+    else:
+        why = (
+            f"the speculative speed test measured your generate_speculative with a draft that never "
+            f"agrees at {ratio:.2f}x its cost with the fixture draft (kernel CPU accounting), where "
+            f"speculative decoding measures well above {SPEC_CONFIRM_RATIO}x: the draft's proposals "
+            "do not change the work your code does"
+        )
+    _revoke(
+        tests,
+        rows,
+        ("speculative", "spec_speed"),
+        "generate_speculative must verify the draft's proposals in one batched pass of the target "
+        f"and so run the target fewer times when the draft agrees; {why}.",
+    )
 
 
 def _results(rows, leaderboard, notes, seconds) -> dict:

@@ -93,6 +93,18 @@ MEASURE = {"kv_speed": measure_kv, "spec_speed": measure_spec}
 # CPU, +-0.6 s between processes) moves the naive figure by well under 0.1 s a call.
 CPU_CALLS = {"kv_speed": (6, 12), "spec_speed": (4, 6)}  # (naive calls, student calls)
 
+# The speculative points also need the decoder's cost to depend on the draft the way speculative
+# decoding's does. The "stranger" role runs the student's generate_speculative on the student
+# role's prompts with a draft that (almost) never agrees: a real decoder then pays k draft
+# steps and a verify for every token, while a generate_kv dressed up as speculative decoding
+# costs the same with either draft. Every spec role builds the stranger, so its cost cancels.
+STRANGER_SEED = SEED + 99
+
+
+def stranger_draft(owner):
+    """A 1-layer model from another seed: shaped like the fixture draft, agreeing by chance only."""
+    return fixtures.make_model(owner, dict(SPEC_PAIR.target, n_layer=1), seed=STRANGER_SEED)
+
 
 def cpu_prompts(piece: str, n: int) -> list:
     if piece == "kv_speed":
@@ -106,18 +118,21 @@ def cpu_prompts(piece: str, n: int) -> list:
 
 @torch.no_grad()
 def run_role(piece: str, role: str, module, ref) -> dict:
-    """One worker's share of the kernel-timed measurement (module is None unless role is student)."""
-    owner = module if role == "student" else ref
+    """One worker's share of the kernel-timed measurement: role "setup", "naive" (module is
+    None), "student" or "stranger" (the student's code)."""
+    owner = ref if role in ("setup", "naive") else module
     if piece == "kv_speed":
         model, draft, new = fixtures.make_model(owner, KV_SHAPE, seed=SEED), None, KV_NEW
     else:
         (draft, model), new = fixtures.make_pair(owner, SPEC_PAIR, seed=SEED), SPEC_NEW
+        stranger = stranger_draft(owner)
     n_naive, n_student = CPU_CALLS[piece]
-    prompts = cpu_prompts(piece, n_student if role == "student" else n_naive)
+    prompts = cpu_prompts(piece, n_student if role in ("student", "stranger") else n_naive)
     if role == "student" and piece == "kv_speed":
         call = lambda p, n: model.generate_kv(p, n, top_k=1)
-    elif role == "student":
-        call = lambda p, n: model.generate_speculative(p, n, draft, top_k=1, num_speculative=SPEC_K)
+    elif role in ("student", "stranger"):
+        used = draft if role == "student" else stranger
+        call = lambda p, n: model.generate_speculative(p, n, used, top_k=1, num_speculative=SPEC_K)
     else:
         call = lambda p, n: model.generate(p, n, top_k=1)
     call(prompts[0], 1)  # load kernels, allocate: the same one-token call in every role

@@ -53,8 +53,8 @@ def main(job_dir: Path) -> None:
 
         ref = loading.load_model_module(Path(__file__).parent / "reference_model.py", debug=True)
         try:
-            if job.get("role") == "student":
-                rec = speed.run_role(job["piece"], "student", module, ref)
+            if job.get("role") in ("student", "stranger"):
+                rec = speed.run_role(job["piece"], job["role"], module, ref)
             else:
                 rec = speed.MEASURE[job["piece"]](module, ref)
             out["results"].append({"rec": rec, "error": None})

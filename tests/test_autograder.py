@@ -88,6 +88,7 @@ def test_cacheless_speculative_passes(tmp_path):
         tmp_path, variants.cacheless_speculative(), tests=public("speculative") + public("spec_speed")
     )
     assert [r["status"] for r in results["tests"]] == ["passed", "passed"], results["tests"]
+    assert "a draft that never agrees" in results["tests"][1]["output"]
 
 
 FORGED_CLOCK = """
@@ -159,6 +160,46 @@ def test_tampered_token_count_earns_no_generate_kv_points(tmp_path):
     # ...the kernel's count is not
     assert kv["score"] == 0 and "recomputes the sequence" in kv["output"], (kv, kv_speed)
     assert kv_speed["score"] == 0 and "too slow" in kv_speed["output"], kv_speed
+
+
+TAMPERED_SPECULATIVE = """
+
+# A cheat: generate_speculative is the student's generate_kv, which ignores the draft, and it
+# hides that from the grader's pass counter by muting the target's hooks while it runs, then
+# feeding them the passes a speculative decoder with an always-right draft would make.
+import torch as _torch
+
+
+def _tampered_speculative(self, idx, max_new_tokens, draft_model, temperature=1.0, top_k=None, num_speculative=4):
+    c_attn = self.transformer.h[0].attn.c_attn
+    hooks = dict(c_attn._forward_hooks)
+    c_attn._forward_hooks.clear()
+    try:
+        out = self.generate_kv(idx, max_new_tokens, temperature=temperature, top_k=top_k)
+    finally:
+        c_attn._forward_hooks.update(hooks)
+    rounds = -(-max_new_tokens // (num_speculative + 1))
+    for n in [idx.size(1)] + [num_speculative + 1] * (rounds - 1):
+        for hook in hooks.values():
+            hook(c_attn, (_torch.zeros(1, n, self.config.n_embd),), None)
+    return out
+
+
+GPT.generate_speculative = _tampered_speculative
+"""
+
+
+def test_tampered_pass_count_earns_no_speculative_points(tmp_path):
+    """The target's pass count runs inside the student's process and can be fooled; the
+    kernel-timed cost with a draft that never agrees then takes the speculative points back."""
+    text = variants.solution_text() + TAMPERED_SPECULATIVE
+    fooled = grade_text(tmp_path / "alone", text, tests=public("speculative"))["tests"][0]
+    assert fooled["status"] == "passed", fooled  # the in-process count alone is fooled...
+    results = grade_text(tmp_path / "with_speed", text, tests=public("speculative") + public("spec_speed"))
+    spec, spec_speed = results["tests"]
+    # ...the kernel's count is not
+    for row in (spec, spec_speed):
+        assert row["score"] == 0 and "do not change the work your code does" in row["output"], row
 
 
 def test_optional_sampling_piece(tmp_path):
