@@ -8,9 +8,11 @@ does not answer quickly) the seeded random-weight stand-in of the same size is u
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from . import fixtures, hf
 
@@ -84,6 +86,47 @@ def place(models: Models, device: str, debug: bool, with_hf: bool = True) -> Mod
     models.target = models.target.to(device, dtype).eval()
     models.draft = models.draft.to(device, dtype).eval()
     return models
+
+
+class Int8Head(nn.Module):
+    """A draft's LM head with int8 weights (dynamic quantization, fbgemm; CPU only).
+
+    Speculative decoding pays the draft's head (vocab x width) at every draft step, and on CPU
+    that one-row fp32 product is most of a small draft's step (docs/performance.md). The
+    draft's precision never changes what greedy speculative decoding outputs, only how often
+    the target accepts, so a cheaper head is a cheaper draft. `weight` stays the fp32 tensor,
+    for code that reads it."""
+
+    def __init__(self, head: nn.Linear):
+        super().__init__()
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+        plain = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+        plain.weight, plain.bias = head.weight, head.bias
+        plain.qconfig = torch.ao.quantization.default_dynamic_qconfig
+        with warnings.catch_warnings():  # quantized tensors are deprecated in torch, not yet gone
+            warnings.simplefilter("ignore")
+            self.int8 = DynamicInt8Linear.from_float(plain)
+        self.weight, self.bias = head.weight, head.bias
+
+    def forward(self, x):
+        return self.int8(x)
+
+
+def int8_draft_head(models: Models) -> str:
+    """Give the draft, and the transformers assistant (the same head module), an int8 LM head.
+    Returns what the draft's head is now, for the report."""
+    if models.draft is models.target:
+        return "fp32 (the draft is the target)"
+    try:
+        head = Int8Head(models.draft.lm_head)
+    except Exception as e:  # a torch without quantized kernels: keep fp32 and say so
+        print(f"note: no int8 draft head in this torch ({type(e).__name__}: {e}); the draft stays fp32")
+        return "fp32 (int8 unavailable)"
+    models.draft.lm_head = head
+    if models.hf_draft is not None and models.hf_draft is not models.hf_target:
+        models.hf_draft.lm_head = head
+    return "int8"
 
 
 def describe(model) -> str:

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from infkit import bench, bench_models, paths
+from infkit import bench, bench_models, fixtures, loading, paths
 
 TINY = ["--pair", "tiny", "--prompt-len", "12", "--new-tokens", "8", "--samples", "2"]
 KEYS = (
@@ -33,6 +34,8 @@ def test_solution_reports_every_figure(tmp_path, capsys):
     assert 0 <= report["acceptance_rate"] <= 1
     assert report["workload"]["new_tokens"] == 8 and report["workload"]["batch_sizes"] == [1, 2]
     assert {"device", "versions", "command"} <= set(report)
+    assert report["workload"]["draft_head"] == "int8"  # the CPU default
+    assert report["spec_speedup_vs_kv_decode_phase"] > 0 and report["prefill_s"] > 0
     rows = {(r["method"], r["batch"]): r for r in report["rows"]}
     assert ("speculative", 2) not in rows  # speculative decoding is batch 1 only
     for (method, batch), row in rows.items():
@@ -77,6 +80,27 @@ def test_acceptance_from_target_passes_without_spec_stats():
     # an implementation that re-runs the whole sequence has no prefill pass
     rate, _ = bench.acceptance({"passes": [[16, 21, 25]]}, args)
     assert rate == pytest.approx(7 / 12)
+
+
+@torch.no_grad()
+def test_int8_draft_head_changes_cost_not_outputs():
+    """The draft's int8 head is the same head for ours and the transformers assistant; greedy
+    speculative output still equals the target's naive output, and the draft still mostly
+    agrees with the target (its head moved by quantization error only)."""
+    module = loading.load_model_module(paths.SOLUTION_MODEL)
+    draft, target = fixtures.make_pair(module, "small")
+    models = bench_models.place(bench_models.Models(target, draft, "small", "stand-in"), "cpu", debug=False)
+    prompt = fixtures.random_prompt(1, 24, target.config.vocab_size, seed=3)
+    fp32_logits = draft(prompt)[0]
+    assert bench_models.int8_draft_head(models) == "int8"
+    assert isinstance(draft.lm_head, bench_models.Int8Head) and models.hf_draft.lm_head is draft.lm_head
+    assert draft.lm_head.weight is draft.transformer.wte.weight  # still there for code that reads it
+    int8_logits = draft(prompt)[0]
+    assert torch.equal(fp32_logits.argmax(-1), int8_logits.argmax(-1))
+    assert (int8_logits - fp32_logits).abs().max() < 0.05 * fp32_logits.abs().max()
+    expected = target.generate(prompt, 16, top_k=1)
+    assert torch.equal(target.generate_speculative(prompt, 16, draft, top_k=1), expected)
+    assert target.spec_stats["accepted"] > 0
 
 
 def test_offline_means_stand_in_without_waiting(monkeypatch, capsys):
