@@ -33,6 +33,15 @@ LABELS = {
 BATCH1_ONLY = ("speculative", "hf_assisted", "kv_sampled", "speculative_sampled")
 SAMPLED = ("kv_sampled", "speculative_sampled")  # random outputs: not compared with naive
 OURS = ("naive", "kv", "speculative")
+# Whose greedy output each method must equal, in order of preference: naive generate where it
+# ran (by default only at the smallest batch), else an independent implementation on the same
+# weights (transformers for generate_kv, generate_kv for the rest). Sampled methods: none.
+REFERENCES = {
+    "kv": ("naive", "hf"),
+    "speculative": ("naive", "kv"),
+    "hf": ("naive", "kv"),
+    "hf_assisted": ("naive", "kv"),
+}
 
 
 def parse_args(argv=None):
@@ -51,12 +60,31 @@ def parse_args(argv=None):
     p.add_argument("--draft", choices=bench_models.REAL, help="draft model with --model (gpt2 if not given)")
     p.add_argument("--pair", default=DEFAULT_PAIR, choices=sorted(fixtures.PAIRS), help="stand-in pair")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: bf16 outside --debug")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="batch sizes (speculative: 1 only)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="batch sizes (speculative decoding and assisted generation: batch 1 only)",
+    )
+    p.add_argument(
+        "--naive-batch-size",
+        type=int,
+        nargs="*",
+        help="batch sizes at which the naive baseline runs (default: the smallest of --batch-size; "
+        "its cost grows with batch x length^2)",
+    )
     p.add_argument("--prompt-len", type=int, default=256, help="prompt tokens (corpus windows)")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens generated per prompt")
     p.add_argument("--num-speculative", type=int, default=4, help="tokens drafted per round")
     p.add_argument("--samples", type=int, default=3, help="timed samples per method (median)")
     p.add_argument("--naive-samples", type=int, default=1, help="timed samples of the slow naive baseline")
+    p.add_argument(
+        "--batch-samples",
+        type=int,
+        default=2,
+        help="timed samples per method at batch sizes above 1 (at most --samples; each covers B prompts)",
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=METHODS, help="methods to leave out")
     p.add_argument(
         "--draft-head",
@@ -135,9 +163,18 @@ def failure(err: BaseException) -> str:
 # Measuring
 
 
-def runs_of(m, args) -> int:
-    """Timed samples of a method: the naive baseline is by far the slowest, so it gets fewer."""
-    return min(args.samples, args.naive_samples) if m == "naive" else args.samples
+def runs_at(m, B, args) -> bool:
+    """Whether method m is measured at batch size B."""
+    if m == "naive":
+        return B in (args.naive_batch_size or [min(args.batch_size)])
+    return B == 1 or m not in BATCH1_ONLY
+
+
+def runs_of(m, B, args) -> int:
+    """Timed samples of a method at batch B: the naive baseline is by far the slowest, so it gets
+    fewer, and so do batches above 1, whose every sample already covers B prompts."""
+    n = min(args.samples, args.batch_samples) if B > 1 else args.samples
+    return min(n, args.naive_samples) if m == "naive" else n
 
 
 def measure(models, args, prompts, progress):
@@ -145,13 +182,13 @@ def measure(models, args, prompts, progress):
     methods = make_methods(models, args)
     rows = {}
     for B in args.batch_size:
-        names = [m for m in methods if B == 1 or m not in BATCH1_ONLY]
+        names = [m for m in methods if runs_at(m, B, args)]
         batches = [prompts[s * B : (s + 1) * B].to(args.device) for s in range(args.samples)]
         for m in names:
             rows[m, B] = dict(method=m, batch=B, status="ok", seconds=[], outputs={})
-            # warm-up (allocations, kernel choice; a stub fails here): a few speculative rounds,
-            # and just two tokens for naive, whose every step is already a full-length pass
-            warm = 2 if m == "naive" else 2 * args.num_speculative + 2
+            # warm-up (allocations, kernel choice; a stub fails here): a prefill and a decode
+            # step, and for the speculative methods a few rounds
+            warm = 2 * args.num_speculative + 2 if m in BATCH1_ONLY else 2
             try:
                 methods[m](batches[0], min(args.new_tokens, warm))
             except Exception as e:
@@ -162,7 +199,7 @@ def measure(models, args, prompts, progress):
         for s, batch in enumerate(batches):
             for m in names:  # the methods take turns, sample by sample
                 row = rows[m, B]
-                if row["status"] != "ok" or s >= runs_of(m, args):
+                if row["status"] != "ok" or s >= runs_of(m, B, args):
                     continue
                 counter = PassCounter(models.target) if m.startswith("speculative") else None
                 if counter and hasattr(models.target, "spec_stats"):
@@ -222,17 +259,14 @@ def summarise(rows, models, args):
         row["median_s"] = timing.median(row["seconds"]) if row["seconds"] else None
         row["tokens_per_s"] = row["batch"] * args.new_tokens / row["median_s"] if row["median_s"] else None
     for (m, B), row in rows.items():
-        # the reference is naive generate; where naive did not run, generate_kv
-        row["matches_naive"] = None
-        for ref_name in () if m in SAMPLED else ("naive", "kv"):
+        row["matches_naive"] = None  # the check against the first reference that ran
+        for ref_name in REFERENCES.get(m, ()):
             ref = rows.get((ref_name, B))
-            if m != ref_name and ref and ref["status"] == "ok" and row["outputs"]:
+            if ref and ref["status"] == "ok" and row["outputs"]:
                 row["matches_naive"] = same_outputs(row, ref)
                 row["checked_against"] = ref_name
                 if row["matches_naive"] is not None:
                     break
-            if m == ref_name:
-                break
 
     def tps(m, B):
         row = rows.get((m, B))
@@ -243,9 +277,16 @@ def summarise(rows, models, args):
     def ratio(a, b):
         return a / b if a and b else None
 
-    big = max(args.batch_size)
     kv_by_batch = {B: ratio(tps("kv", B), tps("naive", B)) for B in args.batch_size}
     hf_by_batch = {B: ratio(tps("kv", B), tps("hf", B)) for B in args.batch_size}
+
+    def at_largest(by_batch):  # (batch, ratio) at the largest batch with a figure
+        measured = [B for B in args.batch_size if by_batch[B] is not None]
+        B = max(measured) if measured else max(args.batch_size)
+        return B, by_batch[B]
+
+    kv_batch, kv_speedup = at_largest(kv_by_batch)
+    hf_batch, kv_vs_hf = at_largest(hf_by_batch)
     rate, rate_source = acceptance(rows.get(("speculative", 1), {}), args)
     sampled = {}
     if args.temperature:
@@ -255,13 +296,14 @@ def summarise(rows, models, args):
             "acceptance_rate_sampled": acceptance(rows.get(("speculative_sampled", 1), {}), args)[0],
         }
     return sampled | {
-        "kv_speedup_vs_naive": kv_by_batch[big],
+        "kv_speedup_vs_naive": kv_speedup,
         "spec_speedup_vs_kv": ratio(tps("speculative", 1), tps("kv", 1)),
-        "kv_vs_transformers": hf_by_batch[big],
+        "kv_vs_transformers": kv_vs_hf,
         "spec_vs_transformers_assisted": ratio(tps("speculative", 1), tps("hf_assisted", 1)),
         "acceptance_rate": rate,
         "acceptance_rate_source": rate_source,
-        "ratios_at_batch": big,
+        "kv_speedup_vs_naive_batch": kv_batch,
+        "kv_vs_transformers_batch": hf_batch,
         "kv_speedup_vs_naive_by_batch": kv_by_batch,
         "kv_vs_transformers_by_batch": hf_by_batch,
     }
@@ -284,14 +326,13 @@ def table(rows, summary, args) -> str:
             continue
         naive = rows.get(("naive", B), {}).get("tokens_per_s")
         speed = row["tokens_per_s"] / naive if naive and m != "naive" else None
-        ref = "naive" if row.get("checked_against") == "naive" else "generate_kv"
+        ref = LABELS.get(row.get("checked_against"), "")
         check = {None: "", True: f"= {ref}", False: f"DIFFERS from {ref} (no speedup credited)"}
         lines.append(
             f"{LABELS[m]:24s} {B:5d} {fmt(row['tokens_per_s'], '9.1f')} {fmt(row['median_s'], '8.3f')} "
             f"{fmt(speed, '8.1f', 'x'):>9s}  {check[row.get('matches_naive')]}"
         )
     s = summary
-    big = s["ratios_at_batch"]
     after_prompt = []
     if s.get("spec_speedup_vs_kv_decode_phase"):
         after_prompt.append(
@@ -300,12 +341,14 @@ def table(rows, summary, args) -> str:
         )
     lines += [
         "",
-        f"KV cache vs naive (throughput, batch {big}):        {fmt(s['kv_speedup_vs_naive'], '.1f', 'x')}"
+        f"KV cache vs naive (throughput, batch {s['kv_speedup_vs_naive_batch']}):        "
+        f"{fmt(s['kv_speedup_vs_naive'], '.1f', 'x')}"
         "   goal >= 10x",
         f"speculative vs KV (latency, batch 1):               {fmt(s['spec_speedup_vs_kv'], '.2f', 'x')}"
         "   goal >= 2x",
         *after_prompt,
-        f"generate_kv vs transformers generate (batch {big}):  {fmt(s['kv_vs_transformers'], '.2f', 'x')}"
+        f"generate_kv vs transformers generate (batch {s['kv_vs_transformers_batch']}):  "
+        f"{fmt(s['kv_vs_transformers'], '.2f', 'x')}"
         "   goal >= 1.5x",
         f"speculative vs transformers assisted (batch 1):     "
         f"{fmt(s['spec_vs_transformers_assisted'], '.2f', 'x')}   goal >= 1.2x",
@@ -339,7 +382,7 @@ def decode_phase(model, rows, args) -> dict:
         return {}
     idx = torch.zeros(1, args.prompt_len, dtype=torch.long, device=args.device)
     try:
-        prefill_s = timing.median(timing.time_call(lambda: model.prefill(idx), args.device, repeats=3))
+        prefill_s = timing.median(timing.time_call(lambda: model.prefill(idx), args.device, 3, warmup=0))
     except Exception:  # prefill not implemented (or broken): no figure
         return {}
     if min(kv["median_s"], spec["median_s"]) <= prefill_s:
@@ -455,6 +498,8 @@ def main(argv=None) -> int:
         num_speculative=args.num_speculative,
         samples=args.samples,
         naive_samples=min(args.samples, args.naive_samples),
+        batch_samples=min(args.samples, args.batch_samples),
+        naive_batch_sizes=[B for B in args.batch_size if runs_at("naive", B, args)],
         corpus=source,
         compile=args.compile,
         greedy=True,
@@ -473,9 +518,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     methods = make_methods(models, args)
-    steps = sum(
-        1 + runs_of(m, args) for B in args.batch_size for m in methods if B == 1 or m not in BATCH1_ONLY
-    )
+    steps = sum(1 + runs_of(m, B, args) for B in args.batch_size for m in methods if runs_at(m, B, args))
     with tqdm(total=steps, desc="benchmark", unit="run", file=sys.stderr) as progress:
         rows = measure(models, args, prompts, progress)
     summary = summarise(rows, models, args)

@@ -17,6 +17,7 @@ the deeper blocks nudge, rather than overwrite, what the shallow ones computed. 
 """
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -85,9 +86,28 @@ def fill_weights(model, seed: int = 0):
     return model
 
 
+_INITS = ("normal_", "uniform_", "kaiming_uniform_", "trunc_normal_", "xavier_uniform_", "zeros_", "ones_")
+
+
+@contextmanager
+def _no_random_init():
+    """fill_weights overwrites every parameter, so the model's own random init (seconds for a
+    gpt2-medium-sized model on CPU) is wasted: make torch.nn.init's functions no-ops meanwhile.
+    Buffers (a causal mask, say) are built as usual."""
+    saved = {name: getattr(torch.nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
 def make_model(module, shape: str | dict = "tiny", seed: int = 0, device="cpu"):
     """A GPT from `module` (a loaded model.py) with fixture weights, in eval mode."""
-    model = module.GPT(module.GPTConfig(**config_kwargs(shape)))
+    with _no_random_init():
+        model = module.GPT(module.GPTConfig(**config_kwargs(shape)))
     return fill_weights(model, seed).to(device).eval()
 
 
@@ -103,7 +123,8 @@ def make_pair(module, pair: str | PairSpec = "tiny", seed: int = 0, device="cpu"
                 if proj.bias is not None:
                     proj.bias.zero_()
     draft_kw = dict(config_kwargs(spec.target), n_layer=spec.draft_layers)
-    draft = module.GPT(module.GPTConfig(**draft_kw))
+    with _no_random_init():  # every value is loaded from the target below
+        draft = module.GPT(module.GPTConfig(**draft_kw))
     target_sd = target.state_dict()
     draft.load_state_dict({k: target_sd[k] for k in draft.state_dict()})
     return draft.to(device).eval(), target.to(device).eval()

@@ -36,7 +36,12 @@ def to_hf(model, attn_implementation: str = "eager"):
     """A transformers GPT2LMHeadModel with exactly the weights of a kit GPT."""
     from transformers import GPT2LMHeadModel
 
-    hf_model = GPT2LMHeadModel(hf_config(model.config))
+    # built on the meta device: every value is copied in below, so transformers' own random
+    # init (seconds for a gpt2-medium-sized model) would be thrown away
+    with torch.device("meta"):
+        hf_model = GPT2LMHeadModel(hf_config(model.config))
+    hf_model = hf_model.to_empty(device=model.lm_head.weight.device)
+    hf_model.tie_weights()
     hf_model.config._attn_implementation = attn_implementation
     hf_sd = hf_model.state_dict()
     for name, value in model.state_dict().items():

@@ -38,6 +38,10 @@ def test_solution_reports_every_figure(tmp_path, capsys):
     assert report["spec_speedup_vs_kv_decode_phase"] > 0 and report["prefill_s"] > 0
     rows = {(r["method"], r["batch"]): r for r in report["rows"]}
     assert ("speculative", 2) not in rows  # speculative decoding is batch 1 only
+    # naive runs at the smallest batch only (by default); at batch 2, generate_kv is checked
+    # against transformers instead, and each headline ratio comes from the largest batch it has
+    assert ("naive", 2) not in rows and rows["kv", 2]["checked_against"] == "hf"
+    assert report["kv_speedup_vs_naive_batch"] == 1 and report["kv_vs_transformers_batch"] == 2
     for (method, batch), row in rows.items():
         assert row["status"] == "ok", (method, batch, row["status"])
         if method != "naive":  # every method's greedy output was checked in the same run
@@ -67,6 +71,24 @@ def test_wrong_output_gets_no_speedup(tmp_path):
     rows = {r["method"]: r for r in report["rows"]}
     assert rows["kv"]["matches_naive"] is False
     assert report["kv_speedup_vs_naive"] is None and report["kv_vs_transformers"] is None
+
+
+def test_naive_at_every_batch_when_asked(tmp_path):
+    report = run_bench(
+        tmp_path,
+        "--batch-size",
+        "1",
+        "2",
+        "--naive-batch-size",
+        "1",
+        "2",
+        "--skip",
+        "speculative",
+        "hf_assisted",
+    )
+    rows = {(r["method"], r["batch"]): r for r in report["rows"]}
+    assert rows["naive", 2]["status"] == "ok" and rows["kv", 2]["checked_against"] == "naive"
+    assert report["kv_speedup_vs_naive_batch"] == 2
 
 
 def test_acceptance_from_target_passes_without_spec_stats():
