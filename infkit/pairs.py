@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from . import corpus, fixtures, loading, paths
+from . import bench_models, corpus, fixtures, loading, paths
 
 
 @torch.no_grad()
@@ -67,8 +67,10 @@ def expected_speedup(alpha: float, k: int, cost: float, verify: float) -> float:
     return tokens / (k * cost + verify)
 
 
-def measure(module, name: str, spec, prompts, new_tokens: int, k: int) -> dict:
+def measure(module, name: str, spec, prompts, new_tokens: int, k: int, draft_head: str = "fp32") -> dict:
     draft, target = fixtures.make_pair(module, spec)
+    if draft_head == "int8":  # as run.sh does on CPU by default
+        draft.lm_head = bench_models.Int8Head(draft.lm_head)
     alpha = agreement(draft, target, prompts, new_tokens)
     plen = prompts.size(1)
     d_ms, t_ms = step_ms(draft, plen, 1), step_ms(target, plen, 1)
@@ -113,6 +115,9 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, nargs="*", help="try these scales instead of the table's")
     parser.add_argument("--draft-layers", type=int, help="try this draft depth instead of the table's")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--draft-head", default="fp32", choices=["fp32", "int8"], help="the draft's LM head (run.sh: int8)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,10 +134,15 @@ def main(argv=None):
         prompts = corpus.sample_prompts(args.prompts, args.prompt_len, seed=1, vocab_size=vocab)
         for scale in args.scale or [base.scale]:
             spec = dataclasses.replace(base, scale=scale)
-            rows.append(measure(module, name, spec, prompts, args.new_tokens, args.num_speculative))
+            rows.append(
+                measure(module, name, spec, prompts, args.new_tokens, args.num_speculative, args.draft_head)
+            )
             print(format_table(rows[-1:], args.num_speculative).splitlines()[-1], flush=True)
     print()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU, batch 1")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU, batch 1, "
+        f"{args.draft_head} draft head"
+    )
     print(format_table(rows, args.num_speculative))
 
 

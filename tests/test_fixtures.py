@@ -51,3 +51,14 @@ def test_grading_fixtures_not_degenerate(sol):
         prompts = fixtures.random_prompt(2, 16, shape["vocab_size"], seed=1)
         for row in model.generate(prompts, 40, top_k=1)[:, 16:].tolist():
             assert len(set(row)) >= 10 and _immediate_repeats(row) < 0.35, (shape, row)
+
+
+def test_pairs_table_runs(capsys):
+    """`python -m infkit.pairs` (the docs/fixtures.md table) on the tiny pair, int8 draft head too."""
+    from infkit import pairs
+
+    pairs.main(["tiny", "--prompts", "1", "--prompt-len", "8", "--new-tokens", "6", "--draft-head", "int8"])
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if line.startswith("| tiny |")][-1]
+    agreement = float(row.split("|")[5])
+    assert 0 <= agreement <= 1 and "int8 draft head" in out
