@@ -236,6 +236,15 @@ def test_buggy_submission_full_grading(tmp_path, name):
     assert 0 < results["score"] < sum(t.points for t in checks_only)
 
 
+def test_solution_speed_verdicts_are_stable(tmp_path):
+    """The CI-sized repeat: the correctness checks are deterministic, the timed verdicts are
+    not, so grade the solution's speed tests twice more (test_solution_full_marks is the first)."""
+    speed_tests = [t for t in rubric.TESTS if t.kind == "speed"]
+    for i in range(2):
+        results = grade_text(tmp_path / str(i), variants.solution_text(), tests=speed_tests)
+        assert results["score"] == sum(t.points for t in speed_tests), results["tests"]
+
+
 @pytest.mark.slow
 def test_solution_grading_is_stable(tmp_path):
     for i in range(3):
