@@ -92,12 +92,21 @@ _INITS = ("normal_", "uniform_", "kaiming_uniform_", "trunc_normal_", "xavier_un
 @contextmanager
 def _no_random_init():
     """fill_weights overwrites every parameter, so the model's own random init (seconds for a
-    gpt2-medium-sized model on CPU) is wasted: make torch.nn.init's functions no-ops meanwhile.
-    Buffers (a causal mask, say) are built as usual."""
+    gpt2-medium-sized model on CPU) is wasted: torch.nn.init's functions skip parameters
+    meanwhile. Anything else (a buffer, say) is initialised as usual."""
     saved = {name: getattr(torch.nn.init, name) for name in _INITS}
+
+    def skipping(init):
+        def maybe_init(tensor, *args, **kwargs):
+            if isinstance(tensor, torch.nn.Parameter):
+                return tensor
+            return init(tensor, *args, **kwargs)
+
+        return maybe_init
+
     try:
-        for name in _INITS:
-            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        for name, init in saved.items():
+            setattr(torch.nn.init, name, skipping(init))
         yield
     finally:
         for name, fn in saved.items():

@@ -62,3 +62,15 @@ def test_pairs_table_runs(capsys):
     row = [line for line in out.splitlines() if line.startswith("| tiny |")][-1]
     agreement = float(row.split("|")[5])
     assert 0 <= agreement <= 1 and "int8 draft head" in out
+
+
+def test_skipped_init_touches_parameters_only():
+    """make_model skips the random init of parameters (fill_weights overwrites them); anything
+    else a model initialises while it is built still is, and torch.nn.init comes back whole."""
+    before = torch.nn.init.normal_
+    param = torch.nn.Parameter(torch.full((3,), 7.0))
+    with fixtures._no_random_init():
+        torch.nn.init.normal_(param)
+        buffer = torch.nn.init.ones_(torch.empty(3))
+    assert torch.equal(param.detach(), torch.full((3,), 7.0)) and torch.equal(buffer, torch.ones(3))
+    assert torch.nn.init.normal_ is before
