@@ -125,6 +125,21 @@ def test_int8_draft_head_changes_cost_not_outputs():
     assert target.spec_stats["accepted"] > 0
 
 
+def test_int8_draft_head_falls_back_to_fp32(monkeypatch, capsys):
+    """A torch without quantized kernels: the draft keeps its fp32 head and the run says so."""
+
+    def unavailable(head):
+        raise RuntimeError("no quantized engine")
+
+    monkeypatch.setattr(bench_models, "Int8Head", unavailable)
+    module = loading.load_model_module(paths.SOLUTION_MODEL)
+    draft, target = fixtures.make_pair(module, "tiny")
+    head = draft.lm_head
+    models = bench_models.Models(target, draft, "tiny", "stand-in")
+    assert bench_models.int8_draft_head(models) == "fp32 (int8 unavailable)"
+    assert draft.lm_head is head and "draft stays fp32" in capsys.readouterr().out
+
+
 def test_offline_means_stand_in_without_waiting(monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert not bench_models.hub_reachable()
