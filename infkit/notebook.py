@@ -276,6 +276,14 @@ def row(result: dict, method: str, batch: int = 1) -> dict:
     return {}
 
 
+def ceiling_s(result: dict) -> float | None:
+    """Seconds per sample of speculative decoding with a draft that always agrees (run.sh's
+    agreeing-draft run, same cost as the real draft): no draft can beat it on this workload."""
+    kv = figure(row(result, "kv"), "median_s")
+    ratio = figure(result, "spec_speedup_vs_kv_agreeing_draft")
+    return kv / ratio if kv and ratio else None
+
+
 def plottable(values) -> list[float]:
     """None (a figure the benchmark did not report) becomes NaN, which matplotlib skips."""
     return [math.nan if v is None else v for v in values]

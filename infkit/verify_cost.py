@@ -1,7 +1,7 @@
 """What a speculative verify step costs against a one-token decode step, on the model's own
 Linear (W @ x^T for 2-16 rows on CPU) and on plain nn.Linear, in one process.
 
-    python -m infkit.verify_cost [--pair bench] [--tokens 1 5] [--repeats 7]
+    python -m infkit.verify_cost [--pair bench] [--tokens 1 4 5] [--repeats 7]
 
 The figures behind the "verify step" paragraphs of docs/performance.md. Needs a model.py
 whose prefill and decode work (the solution here, the student's file in the handout).
@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--impl", default=str(paths.default_model_path()), help="the model.py to measure")
     p.add_argument("--pair", default="bench", choices=sorted(fixtures.PAIRS))
     p.add_argument("--prompt-len", type=int, default=256)
-    p.add_argument("--tokens", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--tokens", type=int, nargs="+", default=[1, 4, 5])
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
     module = loading.load_model_module(args.impl)

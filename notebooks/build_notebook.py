@@ -306,7 +306,10 @@ plt.show()""",
         """### Speculative decoding against `num_speculative`
 More drafted tokens per round means fewer passes of the big model when the draft is right,
 and more wasted draft work when it is wrong. Where is the best `num_speculative` for this
-pair, and how does it compare with your answer to question 2.3.3?""",
+pair, and how does it compare with your answer to question 2.3.3? The dotted line is your loop
+with a draft that always agrees, at the real draft's cost: the best any draft could do here.
+The gap to it is what disagreement costs; the gap between it and zero is the prefill and the
+verify passes, which no draft removes.""",
     ),
     (
         "spec-sweep",
@@ -315,10 +318,12 @@ pair, and how does it compare with your answer to question 2.3.3?""",
 ks = [k for k, _ in SPEC]
 spec_s = [nb.figure(nb.row(r, "speculative"), "median_s") for _, r in SPEC]
 kv_s = [nb.figure(nb.row(r, "kv"), "median_s") for _, r in SPEC]
+ceiling = [nb.ceiling_s(r) for _, r in SPEC]
 accepted = [nb.figure(r, "acceptance_rate") for _, r in SPEC]
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
 left.plot(ks, nb.plottable(spec_s), marker="o", label="generate_speculative")
 left.plot(ks, nb.plottable(kv_s), marker="s", linestyle="--", label="generate_kv (no draft)")
+left.plot(ks, nb.plottable(ceiling), marker="^", linestyle=":", label="a draft that always agrees")
 left.set(xlabel="num_speculative", ylabel="seconds per sample (batch 1)", title="latency", ylim=(0, None))
 left.legend()
 right.plot(ks, nb.plottable(accepted), marker="o")

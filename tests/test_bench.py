@@ -36,6 +36,8 @@ def test_solution_reports_every_figure(tmp_path, capsys):
     assert {"device", "versions", "command"} <= set(report)
     assert report["workload"]["draft_head"] == "int8"  # the CPU default
     assert report["spec_speedup_vs_kv_decode_phase"] > 0 and report["prefill_s"] > 0
+    assert report["spec_speedup_vs_kv_agreeing_draft"] > 0 and report["agreeing_draft_acceptance"] == 1.0
+    assert report["workload"]["num_speculative"] == 3  # the CPU default
     rows = {(r["method"], r["batch"]): r for r in report["rows"]}
     assert ("speculative", 2) not in rows  # speculative decoding is batch 1 only
     # naive runs at the smallest batch only (by default); at batch 2, generate_kv is checked
@@ -123,6 +125,36 @@ def test_int8_draft_head_changes_cost_not_outputs():
     expected = target.generate(prompt, 16, top_k=1)
     assert torch.equal(target.generate_speculative(prompt, 16, draft, top_k=1), expected)
     assert target.spec_stats["accepted"] > 0
+
+
+@pytest.mark.parametrize("variant", ["solution", "cacheless"])
+@torch.no_grad()
+def test_agreeing_draft_is_always_accepted(variant, tmp_path):
+    """The ceiling's draft: whatever the implementation (cached, or re-running whole sequences
+    through forward), every drafted token is accepted and the output is still the target's."""
+    from autograder import variants
+    from infkit.agreeing_draft import AgreeingDraft
+
+    path = paths.SOLUTION_MODEL
+    if variant == "cacheless":
+        path = tmp_path / "model.py"
+        path.write_text(variants.cacheless_speculative())
+    module = loading.load_model_module(path)
+    draft, target = fixtures.make_pair(module, "tiny")
+    prompt = fixtures.random_prompt(1, 12, target.config.vocab_size, seed=5)
+    expected = target.generate(prompt, 12, top_k=1)  # 3 full rounds of k + 1 = 4
+    assert fixtures.greedy_agreement(draft, target, prompt, 12) < 1  # the real draft does not agree
+    agreeing = AgreeingDraft(draft, expected)
+    counter = bench.PassCounter(target)
+    try:
+        out = target.generate_speculative(prompt, 12, agreeing, top_k=1, num_speculative=3)
+    finally:
+        counter.close()
+    assert torch.equal(out, expected) and agreeing.calls > 0
+    args = bench.parse_args(["--prompt-len", "12", "--new-tokens", "12"])
+    stats = getattr(target, "spec_stats", None) if variant == "solution" else None
+    rate, _ = bench.acceptance({"passes": [counter.lengths], "spec_stats": [stats] if stats else []}, args)
+    assert rate == 1.0
 
 
 def test_int8_draft_head_falls_back_to_fp32(monkeypatch, capsys):
