@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Extra pip index for torch, e.g. https://download.pytorch.org/whl/cpu for a CPU-only build.
 TORCH_INDEX ?=
 
-.PHONY: help venv test test-slow lint format starter check-starter bench clean
+.PHONY: help venv lock-py310 test test-slow lint format starter check-starter bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -18,6 +18,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -r requirements.txt
 	touch $@
+
+PYTHON310 ?= python3.10
+lock-py310:  ## regenerate autograder/constraints-py310.txt (Gradescope's Python 3.10; PYTHON310=path if not on PATH)
+	mkdir -p build && rm -rf build/venv310 && $(PYTHON310) -m venv build/venv310
+	grep -v '^torch' autograder/requirements.txt > build/requirements-no-torch.txt
+	build/venv310/bin/python -m pip install -q -r build/requirements-no-torch.txt
+	{ grep '^#' autograder/constraints-py310.txt; build/venv310/bin/python -m pip freeze; } > build/constraints.txt
+	mv build/constraints.txt autograder/constraints-py310.txt
 
 test: venv  ## lint, starter drift check, and the fast test suites (what CI runs)
 	$(PY) -m ruff check .

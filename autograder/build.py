@@ -61,6 +61,7 @@ def build_autograder(out: Path) -> Path:
         _add(z, "setup.sh", _script(HERE / "setup.sh"), executable=True)
         _add(z, "run_autograder", _script(HERE / "run_autograder"), executable=True)
         _add(z, "requirements.txt", (HERE / "requirements.txt").read_bytes())
+        _add(z, "constraints-py310.txt", (HERE / "constraints-py310.txt").read_bytes())
         for name in AUTOGRADER_FILES:
             _add(z, f"autograder/{name}", (HERE / name).read_bytes())
         for p in _package(ROOT / "infkit"):

@@ -17,7 +17,12 @@ fi
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --no-cache-dir --upgrade "pip==24.2"
 "$VENV/bin/python" -m pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
-"$VENV/bin/python" -m pip install --no-cache-dir -r "$SOURCE/requirements.txt"
+# On Python 3.10 (Gradescope's image) every other package is held at the versions tested there.
+CONSTRAINTS=()
+if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then
+    CONSTRAINTS=(-c "$SOURCE/constraints-py310.txt")
+fi
+"$VENV/bin/python" -m pip install --no-cache-dir ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r "$SOURCE/requirements.txt"
 chmod -R a+rX "$VENV"
 
 # Verify the install: imports, the offline tokenizer, and a CPU-only torch.
