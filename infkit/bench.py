@@ -194,6 +194,21 @@ def runs_of(m, B, args) -> int:
     return min(n, args.naive_samples) if m == "naive" else n
 
 
+def counted_call(target, device, seconds, fn, *args, **kwargs):
+    """Time fn(*args, **kwargs) into `seconds` while counting the target's forward passes.
+    Returns (output, pass lengths, this call's spec_stats or None if it keeps none)."""
+    if hasattr(target, "spec_stats"):
+        del target.spec_stats  # only this call's counts, if it keeps any
+    counter = PassCounter(target)
+    try:
+        with timing.timed(device, seconds):
+            out = fn(*args, **kwargs)
+    finally:
+        counter.close()
+    stats = getattr(target, "spec_stats", None)
+    return out, list(counter.lengths), dict(stats) if isinstance(stats, dict) else None
+
+
 def measure(models, args, prompts, progress):
     """Returns {(method, batch): row} with the seconds of each timed run, outputs, status."""
     methods = make_methods(models, args)
@@ -219,23 +234,20 @@ def measure(models, args, prompts, progress):
                 row = rows[m, B]
                 if row["status"] != "ok" or s >= runs_of(m, B, args):
                     continue
-                counter = PassCounter(models.target) if m.startswith("speculative") else None
-                if counter and hasattr(models.target, "spec_stats"):
-                    del models.target.spec_stats  # only this call's counts, if it keeps any
                 try:
-                    with timing.timed(args.device, row["seconds"]):
-                        out = methods[m](batch)
+                    if m.startswith("speculative"):
+                        out, passes, stats = counted_call(
+                            models.target, args.device, row["seconds"], methods[m], batch
+                        )
+                        row.setdefault("passes", []).append(passes)
+                        if stats is not None:
+                            row.setdefault("spec_stats", []).append(stats)
+                    else:
+                        with timing.timed(args.device, row["seconds"]):
+                            out = methods[m](batch)
                     row["outputs"][s] = out.cpu()
-                    if counter:
-                        row.setdefault("passes", []).append(list(counter.lengths))
-                        stats = getattr(models.target, "spec_stats", None)
-                        if isinstance(stats, dict):
-                            row.setdefault("spec_stats", []).append(dict(stats))
                 except Exception as e:
                     row["status"] = failure(e)
-                finally:
-                    if counter:
-                        counter.close()
                 progress.update(1)
     return rows
 
@@ -429,27 +441,26 @@ def agreeing_ceiling(models, rows, args, prompts, calls: int = 2) -> dict:
     for s in sorted(kv["outputs"])[:calls]:
         reference = kv["outputs"][s].to(args.device)
         draft = AgreeingDraft(models.draft, reference)
-        if hasattr(target, "spec_stats"):
-            del target.spec_stats
-        counter = PassCounter(target)
+        prompt = prompts[s : s + 1].to(args.device)
         try:
-            with timing.timed(args.device, seconds):
-                out = target.generate_speculative(
-                    prompts[s : s + 1].to(args.device),
-                    args.new_tokens,
-                    draft,
-                    top_k=1,
-                    num_speculative=args.num_speculative,
-                )
+            out, lengths, call_stats = counted_call(
+                target,
+                args.device,
+                seconds,
+                target.generate_speculative,
+                prompt,
+                args.new_tokens,
+                draft,
+                top_k=1,
+                num_speculative=args.num_speculative,
+            )
         except Exception:
             return {}
-        finally:
-            counter.close()
         if draft.calls == 0 or not torch.equal(out.cpu(), reference.cpu()):
             return {}
-        passes.append(counter.lengths)
-        if isinstance(getattr(target, "spec_stats", None), dict):
-            stats.append(target.spec_stats)
+        passes.append(lengths)
+        if call_stats is not None:
+            stats.append(call_stats)
     if not seconds:
         return {}
     return {

@@ -145,15 +145,12 @@ def test_agreeing_draft_is_always_accepted(variant, tmp_path):
     expected = target.generate(prompt, 12, top_k=1)  # 3 full rounds of k + 1 = 4
     assert fixtures.greedy_agreement(draft, target, prompt, 12) < 1  # the real draft does not agree
     agreeing = AgreeingDraft(draft, expected)
-    counter = bench.PassCounter(target)
-    try:
-        out = target.generate_speculative(prompt, 12, agreeing, top_k=1, num_speculative=3)
-    finally:
-        counter.close()
+    out, passes, stats = bench.counted_call(
+        target, "cpu", [], target.generate_speculative, prompt, 12, agreeing, top_k=1, num_speculative=3
+    )
     assert torch.equal(out, expected) and agreeing.calls > 0
     args = bench.parse_args(["--prompt-len", "12", "--new-tokens", "12"])
-    stats = getattr(target, "spec_stats", None) if variant == "solution" else None
-    rate, _ = bench.acceptance({"passes": [counter.lengths], "spec_stats": [stats] if stats else []}, args)
+    rate, _ = bench.acceptance({"passes": [passes], "spec_stats": [stats] if stats else []}, args)
     assert rate == 1.0
 
 
