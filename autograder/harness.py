@@ -23,22 +23,10 @@ import torch
 
 from infkit import checks, loading, paths, sampling_check
 
-from . import rubric, sandbox, speed
+from . import load, rubric, sandbox, speed
 
 ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
-BUDGET_S = float(os.environ.get("AUTOGRADER_BUDGET_S", "480"))  # Gradescope's default limit is 600
-KV_MIN_RATIO = 3.0  # generate_kv vs naive generate; the reference measures 6-9x on 1 CPU
-SPEC_MIN_RATIO = 1.15  # speculative vs the target's naive generate; cached ~4.5x, cache-less ~1.7x
-# generate_kv's points also need this kernel-timed ratio on the KV speed fixture: a KV cache
-# measures 4-8x there (3x passes the speed test), re-running the whole sequence ~1x (up to
-# 1.37x seen while another process competed for the 2 cores).
-KV_CONFIRM_RATIO = 2.0
-# The speculative points also need this kernel-timed ratio: generate_speculative's cost with a
-# draft that never agrees over its cost with the fixture draft (speed.stranger_draft). A
-# speculative decoder measures ~2.8x (cached) and ~3.1x (cache-less); one that ignores the draft
-# 1.05x (a generate_kv that fakes the grader's pass count: tests/test_autograder.py).
-SPEC_CONFIRM_RATIO = 1.5
-KERNEL_ATTEMPTS = 3  # kernel-timed measurements of a ratio that falls short, at most
+BUDGET_S = rubric.BUDGET_S
 UPLOAD_HINT = (
     "Upload your edited model.py itself: one file named exactly model.py (not a zip, not a "
     "notebook, not a renamed copy such as 'model (1).py')."
@@ -50,8 +38,23 @@ class HarnessError(Exception):
     """The grader itself failed (not the student's code)."""
 
 
+class WorkerTimedOut(Exception):
+    """A worker ran past its limit: the student's fault only if the machine was quiet."""
+
+
 class Skip(Exception):
     """A test that is not run; the message says why."""
+
+
+class NotMeasured(Exception):
+    """A timing that could not be completed because the machine was too busy: not the student's
+    fault, and not a verdict. The row gets no points and says that staff will re-run it."""
+
+
+NOT_MEASURED = (
+    "NOT MEASURED: the grading machine was too busy to time this test ({why}). This says nothing "
+    "about your code; the course staff will re-run the grading."
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -95,10 +98,12 @@ class Grader:
         self.timed_out = set()  # pieces whose public test timed out: skip their hidden test
         self.not_implemented = set()  # pieces whose public test hit a stub: skip their hidden test
         self.speed_records = {}
-        self.kv_kernel_ratio = None  # kernel-timed generate_kv vs naive, once measured
-        self.spec_draft_ratio = None  # kernel-timed cost with a stranger draft / fixture draft
+        self.confirmed = {}  # speed piece -> its confirmation ratio (rubric.SPEED), once measured
+        self.not_measured = set()  # speed pieces whose timing the machine's load prevented
+        self.fast_path_failed = set()  # pieces correct in DEBUG and wrong outside it
         self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker
         self._expected_cpu = {}
+        self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
         if self.import_error:
@@ -107,10 +112,31 @@ class Grader:
             raise Skip("not run: the public test of this piece timed out.")
         if test.piece in self.not_implemented:
             raise Skip(f"not run: {checks.LABELS[test.piece]} is not implemented yet (see the public test).")
-        left = self.deadline - time.monotonic()
-        timeout = min(test.timeout_s * self.timeout_scale, left)
-        if left < 5:
-            raise Skip("not run: the grading time budget ran out (earlier tests were too slow).")
+        for attempt in range(rubric.LOAD_RETRIES + 1):
+            left = self.deadline - time.monotonic()
+            if left < 5:
+                if self.contention > rubric.BUSY_CONTENTION:
+                    raise NotMeasured(NOT_MEASURED.format(why="the time budget ran out on a busy machine"))
+                raise Skip("not run: the grading time budget ran out (earlier tests were too slow).")
+            scale = self.timeout_scale * self.contention * (1.5**attempt)
+            timeout = min(test.timeout_s * scale, left)
+            try:
+                return self._run_job_once(test, role, timeout)
+            except WorkerTimedOut as e:
+                # Quiet machine: the code itself is too slow (or hangs, or sleeps). Busy machine:
+                # measure again and retry with a longer limit; if it never finishes, not measured.
+                self.contention = load.contention()
+                if self.contention <= rubric.BUSY_CONTENTION:
+                    raise checks.CheckFailed(str(e)) from None
+                print(f"  timed out on a busy machine (contention {self.contention:.2f}): retrying")
+        raise NotMeasured(
+            NOT_MEASURED.format(
+                why=f"it timed out {rubric.LOAD_RETRIES + 1} times while the grader got "
+                f"1/{self.contention:.1f} of a CPU"
+            )
+        )
+
+    def _run_job_once(self, test: rubric.Test, role: str | None, timeout: float) -> list:
         job = sandbox.new_job_dir(self.work, self.user)
         shape = test.shape if isinstance(test.shape, str) else dict(test.shape)
         spec = {
@@ -155,8 +181,8 @@ class Grader:
         shown = f"\nThe last lines your code printed:\n{tail[-800:]}" if tail else ""
         usable = sandbox.is_plain_file(result.out_path) and not result.timed_out and result.returncode == 0
         if not usable:
-            if result.timed_out and test.visibility == rubric.VISIBLE:
-                self.timed_out.add(test.piece)
+            if result.timed_out:
+                raise WorkerTimedOut(sandbox.explain_crash(result, timeout) + shown)
             raise checks.CheckFailed(sandbox.explain_crash(result, timeout) + shown)
         if result.out_path.stat().st_size > sandbox.MAX_OUT_MB * 1024 * 1024:
             raise checks.CheckFailed("your code produced outputs far larger than the test needs.")
@@ -187,58 +213,54 @@ class Grader:
         return summaries[0] if len(summaries) == 1 else f"{summaries[0]} ({len(summaries)} seeds)"
 
     def speed(self, test: rubric.Test) -> str:
-        (result,) = self.run_job(test)
+        """One speed test (rubric.SPEED): in-process ratios for information, then the verdict
+        and the confirmation of its gated rows from the kernel's CPU accounting."""
+        policy = rubric.SPEED[test.piece]
+        try:
+            (result,) = self.run_job(test)
+        except NotMeasured:
+            self.not_measured.add(test.piece)
+            raise
         if result["error"] is not None:
-            checks.judge(
-                "generate_kv" if test.piece == "kv_speed" else "speculative", self.ref, {}, result["error"]
-            )
+            checks.judge(policy.piece, self.ref, {}, result["error"])
         rec = result["rec"]
         secs = {k: statistics.median(float(x) for x in v) for k, v in rec["seconds"].items()}
         if min(secs.values()) <= 0:
             raise checks.CheckFailed("the grader could not read your code's timings.")
         model, expected = speed.expected_outputs(test.piece, self.ref)
-        what = "generate_kv" if test.piece == "kv_speed" else "generate_speculative"
         key = "out_kv" if test.piece == "kv_speed" else "out_spec"
-        checks.compare_greedy(model, rec[key], expected, f"{what} on the speed fixture")
+        checks.compare_greedy(model, rec[key], expected, f"{policy.method} on the speed fixture")
         self.speed_records[test.piece] = (secs, rec, model, expected)
-        if test.piece == "kv_speed":
-            ratio, need = secs["naive"] / secs["kv"], KV_MIN_RATIO
-            detail = (
-                f"naive generate {secs['naive']:.3f} s, your generate_kv {secs['kv']:.3f} s "
-                f"(batch {speed.KV_BATCH}, prompt {speed.KV_PROMPT}, {speed.KV_NEW} new tokens, median of "
-                f"{speed.REPEATS}): {ratio:.1f}x faster; needed >= {need}x"
+        mine = secs["kv" if test.piece == "kv_speed" else "spec"]
+        detail = (
+            f"naive generate {secs['naive']:.3f} s, your {policy.method} {mine:.3f} s "
+            f"({speed.describe(test.piece)}, median of {speed.REPEATS}): {secs['naive'] / mine:.2f}x faster; "
+            f"needed >= {policy.min_ratio}x"
+        )
+        try:
+            cpu_ratio, cpu_detail = self.kernel_timed_ratio(test, policy.min_ratio)
+            detail = f"{detail}. Verdict from the kernel's CPU accounting of separate processes: {cpu_detail}"
+            confirmed, confirm_detail = (
+                (cpu_ratio, "") if test.piece == "kv_speed" else self.draft_sensitivity(test, policy)
             )
-        else:
-            ratio, need = secs["naive"] / secs["spec"], SPEC_MIN_RATIO
-            detail = (
-                f"the target's naive generate {secs['naive']:.3f} s, your generate_speculative "
-                f"{secs['spec']:.3f} s (batch 1, prompt {speed.SPEC_PROMPT}, {speed.SPEC_NEW} new tokens, "
-                f"num_speculative={speed.SPEC_K}, median of {speed.REPEATS}): {ratio:.2f}x faster; "
-                f"needed >= {need}x"
-            )
-        cpu_ratio, cpu_detail = self.kernel_timed_ratio(test, need)
-        detail = f"{detail}. Verdict from the kernel's CPU accounting of separate processes: {cpu_detail}"
-        if test.piece == "spec_speed":
-            _, draft_detail = self.draft_sensitivity(test)
-            detail = f"{detail}; {draft_detail}"
-        if cpu_ratio < need:
+        except NotMeasured:
+            self.not_measured.add(test.piece)
+            raise
+        self.confirmed[test.piece] = confirmed
+        detail += f"; {confirm_detail}" if confirm_detail else ""
+        if cpu_ratio < policy.min_ratio:
             raise checks.CheckFailed(f"too slow: {detail}.")
         return detail
 
     def _kernel_cpu(self, test: rubric.Test, roles: tuple, cpu: dict):
         """Run one worker per role; keep each role's least CPU seconds (from the kernel) in
         `cpu`, and check every output of the student's calls."""
+        policy = rubric.SPEED[test.piece]
         model, expected = self._cpu_expected(test.piece)
-        what = "generate_kv" if test.piece == "kv_speed" else "generate_speculative"
         for role in roles:
             (result,) = self.run_job(test, role=role)
             if result["error"] is not None:
-                checks.judge(
-                    "generate_kv" if test.piece == "kv_speed" else "speculative",
-                    self.ref,
-                    {},
-                    result["error"],
-                )
+                checks.judge(policy.piece, self.ref, {}, result["error"])
             cpu[role] = min(cpu.get(role, float("inf")), self.last_cpu_s)
             if role in ("student", "stranger"):
                 outputs = result["rec"]["outputs"]
@@ -246,7 +268,7 @@ class Grader:
                     raise checks.CheckFailed("the grader got incomplete outputs from your code.")
                 drafted = " with a draft that never agrees" if role == "stranger" else ""
                 for i, (got, want) in enumerate(zip(outputs, expected)):
-                    checks.compare_greedy(model, got, want, f"{what}{drafted} on speed prompt {i}")
+                    checks.compare_greedy(model, got, want, f"{policy.method}{drafted} on speed prompt {i}")
 
     def _cpu_expected(self, piece: str):
         if piece not in self._expected_cpu:
@@ -259,7 +281,7 @@ class Grader:
     def _attempts(self):
         """1, 2, ... KERNEL_ATTEMPTS for the runs of a kernel-timed measurement; a retry only
         while time is left for the tests still to come."""
-        for runs in range(1, KERNEL_ATTEMPTS + 1):
+        for runs in range(1, rubric.KERNEL_ATTEMPTS + 1):
             if runs > 1 and self.deadline - time.monotonic() < 90:
                 return
             yield runs
@@ -284,15 +306,13 @@ class Grader:
             ratio = per_naive / per_student
             if ratio >= need:
                 break
-        if test.piece == "kv_speed":
-            self.kv_kernel_ratio = ratio
         least = f", least of {runs} runs" if runs > 1 else ""
         return ratio, (
             f"naive {per_naive:.3f} s, yours {per_student:.3f} s of CPU per call "
             f"({n_naive} and {n_student} calls{least}): {ratio:.2f}x"
         )
 
-    def draft_sensitivity(self, test: rubric.Test) -> tuple[float, str]:
+    def draft_sensitivity(self, test: rubric.Test, policy: rubric.SpeedPolicy) -> tuple[float, str]:
         """Kernel-timed cost of the student's generate_speculative with a draft that never
         agrees over its cost with the fixture draft (see speed.stranger_draft). Reuses the
         set-up and student CPU of kernel_timed_ratio; retried like it while below the bar."""
@@ -302,14 +322,13 @@ class Grader:
             roles = ("stranger",) if runs == 1 else ("setup", "student", "stranger", "setup")
             self._kernel_cpu(test, roles, cpu)
             ratio = self._per_call(cpu, "stranger", n) / self._per_call(cpu, "student", n)
-            if ratio >= SPEC_CONFIRM_RATIO:
+            if ratio >= policy.confirm_ratio:
                 break
-        self.spec_draft_ratio = ratio
         least = f", least of {runs} runs" if runs > 1 else ""
         return ratio, (
             f"with a draft that never agrees {self._per_call(cpu, 'stranger', n):.3f} s of CPU per call, "
             f"{ratio:.2f}x the cost with the fixture draft{least} (speculative decoding needs >= "
-            f"{SPEC_CONFIRM_RATIO}x here)"
+            f"{policy.confirm_ratio}x here)"
         )
 
     def sampling(self, test: rubric.Test) -> str:
@@ -387,31 +406,9 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
             grader = Grader(model_path, work, budget_s, timeout_scale)
             for test in tests:
                 print(f"running {test.name}", flush=True)
-                try:
-                    run = {"check": grader.check, "speed": grader.speed, "sampling": grader.sampling}
-                    message = run[test.kind](test)
-                    rows.append(_row(test, float(test.points), f"PASS: {message}", passed=True))
-                except HarnessError as e:
-                    print(f"HARNESS ERROR: {e}")
-                    rows.append(
-                        _row(test, 0.0, f"ERROR: the autograder could not run this test. {STAFF_HINT}")
-                    )
-                except Skip as e:
-                    rows.append(_row(test, 0.0, str(e)))
-                except checks.CheckFailed as e:
-                    rows.append(_row(test, 0.0, f"FAIL: {e}"))
-                except Exception as e:  # a malformed record from the worker (or a grader bug)
-                    traceback.print_exc()
-                    rows.append(
-                        _row(
-                            test,
-                            0.0,
-                            f"FAIL: the grader could not use your code's outputs ({type(e).__name__}: "
-                            f"{str(e)[:200]}). If your code follows the docstrings, contact the course staff.",
-                        )
-                    )
-            confirm_one_token_per_step(grader, tests, rows)
-            confirm_speculative_uses_draft(grader, tests, rows)
+                rows.append(run_test(grader, test))
+            apply_gates(grader, tests, rows)
+            name_prerequisites(tests, rows)
             leaderboard = grader.leaderboard()
     except BaseException as e:  # a bug in the harness itself: still a valid, visible result
         traceback.print_exc()
@@ -430,77 +427,82 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
     return _results(rows, leaderboard, notes, time.monotonic() - start)
 
 
-def _revoke(tests, rows, pieces, message: str):
+def run_test(grader: Grader, test: rubric.Test) -> dict:
+    """One rubric row: run it and turn what happened into its results.json entry."""
+    try:
+        run = {"check": grader.check, "speed": grader.speed, "sampling": grader.sampling}
+        return _row(test, float(test.points), f"PASS: {run[test.kind](test)}", passed=True)
+    except HarnessError as e:
+        print(f"HARNESS ERROR: {e}")
+        return _row(test, 0.0, f"ERROR: the autograder could not run this test. {STAFF_HINT}")
+    except NotMeasured as e:
+        return _row(test, 0.0, str(e))
+    except Skip as e:
+        return _row(test, 0.0, str(e))
+    except checks.FastPathFailed as e:
+        explained_by = rubric.FAST_PATH_EXPLAINED_BY.get(test.piece)
+        if explained_by in grader.fast_path_failed:
+            return _row(
+                test,
+                float(test.points),
+                f"PASS in DEBUG. Outside DEBUG: {e} Your {explained_by} has the same problem outside DEBUG "
+                "(see its test), which explains this: fix it there.",
+                passed=True,
+            )
+        grader.fast_path_failed.add(test.piece)
+        return _row(test, 0.0, f"FAIL: {e}")
+    except checks.CheckFailed as e:
+        return _row(test, 0.0, f"FAIL: {e}")
+    except Exception as e:  # a malformed record from the worker (or a grader bug)
+        traceback.print_exc()
+        return _row(
+            test,
+            0.0,
+            f"FAIL: the grader could not use your code's outputs ({type(e).__name__}: "
+            f"{str(e)[:200]}). If your code follows the docstrings, contact the course staff.",
+        )
+
+
+def apply_gates(grader: Grader, tests, rows):
+    """Rows whose check counts tokens with hooks inside the student's process keep their points
+    only if the kernel-timed confirmation of their speed test (rubric.SPEED) reaches its ratio.
+    A confirmation that could not be measured because the machine was busy takes nothing; one
+    that could not be measured because the student's code failed on the speed fixture does."""
+    for piece, policy in rubric.SPEED.items():
+        row = next((r for t, r in zip(tests, rows) if t.piece == piece), None)
+        if row is None or row["output"].startswith("ERROR") or piece in grader.not_measured:
+            continue  # not part of this run, failed on our side, or too busy to measure
+        ratio = grader.confirmed.get(piece)
+        if ratio is not None and ratio >= policy.confirm_ratio:
+            continue
+        if ratio is None:
+            why = (
+                f"the speed test, which confirms this by measuring the cost, could not run your "
+                f"{policy.method} (see that test's message)"
+            )
+        else:
+            why = (
+                f"the speed test measured {ratio:.2f}x by the kernel's CPU accounting, where a correct "
+                f"{policy.method} measures well above {policy.confirm_ratio}x"
+            )
+        for test, r in zip(tests, rows):
+            if test.piece in policy.gated and r["status"] == "passed":
+                message = f"FAIL: {policy.method} must show {policy.confirm_what}; {why}."
+                r.update(score=0.0, status="failed", output=message)
+
+
+def name_prerequisites(tests, rows):
+    """A failed row whose piece uses another piece that failed its public test says to fix that
+    one first (rubric.PREREQUISITES), so one mistake reads as one mistake."""
+    failed = {
+        t.piece for t, r in zip(tests, rows) if r["status"] != "passed" and t.visibility == rubric.VISIBLE
+    }
     for test, row in zip(tests, rows):
-        if test.piece in pieces and row["status"] == "passed":
-            row.update(score=0.0, status="failed", output=f"FAIL: {message}")
-
-
-def _speed_row(tests, rows, piece):
-    """The row of a speed test that is part of the run and did not fail on our side, or None."""
-    row = next((r for t, r in zip(tests, rows) if t.piece == piece), None)
-    return None if row is None or row["output"].startswith("ERROR") else row
-
-
-def confirm_one_token_per_step(grader: Grader, tests, rows):
-    """generate_kv's test counts tokens per step with hooks inside the student's process, which
-    code written to fool it can defeat. Its points therefore also need the kernel-timed cost on
-    the KV speed fixture: re-running the sequence every step costs about what naive generate
-    does. Applies when the KV speed test is part of the run and did not fail on our side."""
-    if _speed_row(tests, rows, "kv_speed") is None:
-        return
-    ratio = grader.kv_kernel_ratio
-    if ratio is not None and ratio >= KV_CONFIRM_RATIO:
-        return
-    if ratio is None:
-        why = (
-            "the KV speed test, which confirms it by measuring the cost, could not measure your "
-            "generate_kv (see that test's message)"
-        )
-    else:
-        why = (
-            f"the KV speed test measured your generate_kv at {ratio:.2f}x the naive generate by the "
-            f"kernel's CPU accounting, where a KV cache measures well above {KV_CONFIRM_RATIO}x: it "
-            "recomputes the sequence"
-        )
-    _revoke(
-        tests,
-        rows,
-        ("generate_kv",),
-        f"generate_kv must process one new token per step after the prefill; {why}.",
-    )
-
-
-def confirm_speculative_uses_draft(grader: Grader, tests, rows):
-    """The speculative test counts the target's passes with hooks inside the student's process;
-    code written to fool them could pass a plain KV loop off as speculative decoding. So the
-    speculative points (correctness and speed) also need the kernel-timed cost to depend on the
-    draft: with a draft that never agrees, a speculative decoder pays k draft steps and a
-    verify for every token. Applies when the speculative speed test is part of the run."""
-    if _speed_row(tests, rows, "spec_speed") is None:
-        return
-    ratio = grader.spec_draft_ratio
-    if ratio is not None and ratio >= SPEC_CONFIRM_RATIO:
-        return
-    if ratio is None:
-        why = (
-            "the speculative speed test, which confirms this by measuring the cost, could not measure "
-            "your generate_speculative (see that test's message)"
-        )
-    else:
-        why = (
-            f"the speculative speed test measured your generate_speculative with a draft that never "
-            f"agrees at {ratio:.2f}x its cost with the fixture draft (kernel CPU accounting), where "
-            f"speculative decoding measures well above {SPEC_CONFIRM_RATIO}x: the draft's proposals "
-            "do not change the work your code does"
-        )
-    _revoke(
-        tests,
-        rows,
-        ("speculative", "spec_speed"),
-        "generate_speculative must verify the draft's proposals in one batched pass of the target "
-        f"and so run the target fewer times when the draft agrees; {why}.",
-    )
+        if row["status"] == "passed" or row["output"].startswith(("ERROR", "NOT MEASURED")):
+            continue
+        before = [p for p in rubric.PREREQUISITES.get(test.piece, ()) if p in failed]
+        if before:
+            row["output"] += f"\n(Fix {' and '.join(before)} first: {test.piece} uses it, and it fails too.)"
 
 
 def _results(rows, leaderboard, notes, seconds) -> dict:

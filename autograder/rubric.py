@@ -1,4 +1,5 @@
-"""Every graded test and its points, in one place.
+"""Every grading decision in one place: the tests and their points, the speed thresholds and
+the gates they feed, retries, the time budget, and which pieces depend on which.
 
 Implementation part: 50 points. KV cache 30 (buffers 4, prefill 6, attn_decode 8,
 gpt_decode 4, generate_kv 8 of which 2 for speed), speculative decoding 20 (16 correctness,
@@ -7,6 +8,7 @@ run themselves in tests_public/) and a hidden one (other seeds and shapes, shown
 due date), so partial work earns partial credit and hard-coding the public case does not pay.
 """
 
+import os
 from dataclasses import dataclass
 
 from infkit.checks import HIDDEN_SHAPE, PUBLIC_SHAPE
@@ -65,3 +67,62 @@ TESTS = [
 TOTAL = sum(t.points for t in TESTS)
 HIDDEN_POINTS = sum(t.points for t in TESTS if t.visibility != VISIBLE)
 assert TOTAL - SAMPLING_POINTS == 50, TOTAL
+
+
+# ---------------------------------------------------------------------------------------
+# Speed verdicts. Each speed test is measured twice (autograder/speed.py): as ratios inside one
+# worker (shown for information) and, for the verdict, from the CPU seconds the kernel counts
+# for separate workers. A speed test also gates correctness rows whose check counts tokens with
+# hooks inside the student's process (which code written for it can fool): those rows keep
+# their points only if a second kernel-timed ratio confirms the behaviour.
+
+
+@dataclass(frozen=True)
+class SpeedPolicy:
+    method: str  # the student's method that is timed
+    piece: str  # the correctness piece whose judge explains an error in it
+    min_ratio: float  # naive CPU per call / the student's, needed for the speed points
+    gated: tuple  # rows (by piece) whose points also need the confirmation below
+    confirm_ratio: float  # the confirmation's kernel-timed ratio must reach this
+    confirm_what: str  # what the confirmation shows, for messages
+
+
+SPEED = {
+    # generate_kv: the reference measures 4-8x on 1 CPU. Confirmation = the same ratio: a KV cache
+    # is far above 2x, re-running the whole sequence every step ~1x (1.37x seen under load).
+    "kv_speed": SpeedPolicy(
+        "generate_kv", "generate_kv", 3.0, ("generate_kv",), 2.0, "one new token per step after the prefill"
+    ),
+    # speculative vs the target's naive generate: cached ~4.5x, cache-less ~1.7x. Confirmation =
+    # cost with a draft that never agrees / cost with the fixture draft: speculative decoding
+    # ~2.8x (cached) and ~3.1x (cache-less), a generate_kv that fakes the pass count 1.05x.
+    "spec_speed": SpeedPolicy(
+        "generate_speculative",
+        "speculative",
+        1.15,
+        ("speculative", "spec_speed"),
+        1.5,
+        "the drafted tokens verified in one batched pass of the target",
+    ),
+}
+KERNEL_ATTEMPTS = 3  # kernel-timed measurements of a ratio that falls short, at most
+
+# ---------------------------------------------------------------------------------------
+# Time. A worker that runs out of time on a busy machine is not the student's fault: the harness
+# measures how much CPU it gets (autograder/load.py) and scales limits by it; a timing that still
+# cannot finish is "not measured" (0 points for that row, staff re-run), never a failure.
+BUDGET_S = float(os.environ.get("AUTOGRADER_BUDGET_S", "480"))  # Gradescope's default limit is 600
+BUSY_CONTENTION = 1.3  # wall / CPU seconds of a busy loop above this: the machine is busy
+LOAD_RETRIES = 2  # re-runs of a job that timed out on a busy machine, each with a longer limit
+
+# ---------------------------------------------------------------------------------------
+# Dependencies: a failing piece's message names these when they fail too ("fix ... first").
+PREREQUISITES = {
+    "generate_kv": ("prefill", "attn_decode", "gpt_decode"),
+    "kv_speed": ("generate_kv",),
+    "speculative": ("attn_decode", "gpt_decode"),
+    "spec_speed": ("speculative",),
+}
+# A fast-path (DEBUG off) failure of these is explained by one of attn_decode, which computes
+# their attention: they keep their points and say so.
+FAST_PATH_EXPLAINED_BY = {"generate_kv": "attn_decode", "speculative": "attn_decode"}

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from infkit import fixtures
+from infkit import checks, fixtures
 
 SEED = 5
 # generate_kv vs naive generate: a prompt long enough that re-running it dominates.
@@ -22,6 +22,13 @@ SPEC_PAIR = fixtures.PairSpec(
 )
 SPEC_PROMPT, SPEC_NEW, SPEC_K = 96, 64, 4
 REPEATS = 3
+
+
+def describe(piece: str) -> str:
+    """The fixture of a speed test, in words."""
+    if piece == "kv_speed":
+        return f"batch {KV_BATCH}, prompt {KV_PROMPT}, {KV_NEW} new tokens"
+    return f"batch 1, prompt {SPEC_PROMPT}, {SPEC_NEW} new tokens, num_speculative={SPEC_K}"
 
 
 def kv_case():
@@ -49,6 +56,7 @@ def _interleaved(fns: dict, repeats: int = REPEATS) -> tuple[dict, dict]:
 @torch.no_grad()
 def measure_kv(module, ref) -> dict:
     student = fixtures.make_model(module, KV_SHAPE, seed=SEED)
+    checks.repair_cache_allocation(student)  # a wrong cache dtype is graded in buffers only
     naive = fixtures.make_model(ref, KV_SHAPE, seed=SEED)
     prompt, new = kv_case()
     seconds, outputs = _interleaved(
@@ -63,6 +71,7 @@ def measure_kv(module, ref) -> dict:
 @torch.no_grad()
 def measure_spec(module, ref) -> dict:
     draft, target = fixtures.make_pair(module, SPEC_PAIR, seed=SEED)
+    checks.repair_cache_allocation(target, draft)
     _, naive = fixtures.make_pair(ref, SPEC_PAIR, seed=SEED)
     prompt, new = spec_case()
     fns = {
@@ -126,6 +135,8 @@ def run_role(piece: str, role: str, module, ref) -> dict:
     else:
         (draft, model), new = fixtures.make_pair(owner, SPEC_PAIR, seed=SEED), SPEC_NEW
         stranger = stranger_draft(owner)
+    if role in ("student", "stranger"):  # a wrong cache dtype is graded in buffers only
+        checks.repair_cache_allocation(model, *([] if draft is None else [draft, stranger]))
     n_naive, n_student = CPU_CALLS[piece]
     prompts = cpu_prompts(piece, n_student if role in ("student", "stranger") else n_naive)
     if role == "student" and piece == "kv_speed":

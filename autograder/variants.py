@@ -123,6 +123,18 @@ BUGGY = {
             ("        self.spec_stats = stats\n        return seq\n", "        return seq[:, :n]\n"),
         ],
     ),
+    # correct in DEBUG; outside it PyTorch's is_causal mask (top-left aligned) lets a new token
+    # see only the first keys of the cache
+    "decode_fast_path_causal_mask": (
+        ("attn_decode",),
+        [
+            (
+                "y = attend(q, keys.to(q.dtype), values.to(q.dtype), q_start=start)",
+                "y = (attend(q, keys, values, q_start=start) if DEBUG else "
+                "F.scaled_dot_product_attention(q, keys, values, is_causal=True))",
+            )
+        ],
+    ),
     "spec_verifies_one_by_one": (
         ("speculative",),
         [
@@ -164,6 +176,22 @@ CACHELESS_SPECULATIVE = """\
 
 def cacheless_speculative() -> str:
     return replace_region(solution_text(), "speculative", CACHELESS_SPECULATIVE)
+
+
+def speculative_without_bonus() -> str:
+    """The handout's steps to the letter: when all k drafts agree, keep just those k."""
+    return substitute(
+        solution_text(),
+        ("k = min(num_speculative, n_total - n - 1)", "k = min(num_speculative, n_total - n)"),
+        (
+            "new = torch.cat((drafted[0, :a], target_tokens[a : a + 1]))",
+            "new = drafted[0, :a] if a == k else torch.cat((drafted[0, :a], target_tokens[a : a + 1]))",
+        ),
+        (
+            "seq[0, n : n + a + 1] = new\n                n += a + 1",
+            "seq[0, n : n + len(new)] = new\n                n += len(new)",
+        ),
+    )
 
 
 # Hostile or broken submissions. Each is the starter (or the solution) plus an attack; `{root}`

@@ -119,10 +119,12 @@ class CausalSelfAttention(nn.Module):
     def init_kv_cache(self, batch_size: int, max_seq_len: int):
         """Allocate the KV cache as a registered, non-persistent buffer named `kv_cache`.
 
-        Shape: (2, batch_size, n_head, max_seq_len, head_dim), zeros, on the device and in
-        the dtype of this module's weights. Index 0 holds keys, index 1 values.
-        Non-persistent, so state_dict() and checkpoint loading are unchanged.
-        Afterwards: self.kv_cache has that shape and self.seq_pos == 0.
+        Shape: (2, batch_size, n_head, max_seq_len, head_dim), on the device and in the dtype
+        of this module's weights (self.c_attn.weight), never a hard-coded 'cuda' or bfloat16:
+        attention multiplies the cache with queries of the weights' dtype and device. Index 0
+        holds keys, index 1 values. Initial values do not matter (torch.zeros or torch.empty):
+        no position is read before it is written. Non-persistent, so state_dict() and
+        checkpoint loading are unchanged. Afterwards: self.seq_pos == 0 (the cache is empty).
         """
         # BEGIN SOLUTION buffers
         # STUB raise NotImplementedError(
@@ -487,9 +489,11 @@ class GPT(nn.Module):
         decode() per new token. Each call starts from an empty cache.
 
         Args:
-            idx: (B, T) prompt token ids.
+            idx: (B, T) prompt token ids, T >= 1, on the device of the weights.
+            max_new_tokens: >= 0; T + max_new_tokens may reach block_size exactly (0 returns idx).
         Returns:
-            (B, T + max_new_tokens); greedy (top_k=1) output equals generate()'s.
+            (B, T + max_new_tokens) on idx's device; greedy (top_k=1) output equals generate()'s,
+            with DEBUG on and off.
         """
         self._check_lengths(idx, max_new_tokens)
         # BEGIN SOLUTION generate_kv
@@ -520,19 +524,25 @@ class GPT(nn.Module):
         all of them in one pass and keeps the longest agreeing run plus one token of its own.
 
         Args:
-            idx: (1, T) prompt token ids (batch size 1 only).
-            draft_model: a smaller GPT with the same vocabulary.
+            idx: (1, T) prompt token ids (batch size 1 only), T >= 1.
+            max_new_tokens: >= 0; T + max_new_tokens may reach block_size exactly.
+            draft_model: a smaller GPT with the same vocabulary (or this model itself).
+            num_speculative: k, the tokens drafted per round; it may exceed what is left.
         Returns:
             (1, T + max_new_tokens). Greedy (top_k=1): exactly what generate() of this model
-            returns, whatever the draft proposes. With sampling, the output follows this
-            model's own distribution (rejection sampling of the draft's proposals).
+            returns, whatever the draft proposes, with DEBUG on and off. With sampling, the
+            output follows this model's own distribution (rejection sampling of the drafts).
 
         Greedy rounds, until max_new_tokens tokens are added:
           1. the draft proposes k tokens after the current sequence;
-          2-3. this model predicts the next token after each of the k prefixes, in one pass;
+          2-3. this model predicts the next token after each of the k prefixes, in ONE pass;
           4. keep drafted tokens while they equal this model's prediction; at the first
-             difference keep this model's token instead; if all k agree, also keep the
-             token this model predicts after them. Start the next round from there.
+             difference keep this model's token instead. Start the next round from there.
+        Optional: when all k agree, the same pass already predicted the token after them; keeping
+        it (the "bonus" token) gives k + 1 tokens per round for free. Both versions earn full
+        credit; the bonus shows in the speed figures.
+        Never draft past the context: near block_size (or max_new_tokens) draft only as many
+        tokens as are still missing, so no model ever sees a position >= block_size.
         A KV cache inside the loop is optional: a version that re-runs whole sequences
         through both models (forward(..., all_logits=True)) earns full credit.
         """
@@ -541,9 +551,9 @@ class GPT(nn.Module):
             raise ValueError(f"generate_speculative supports batch size 1, got {idx.size(0)}")
         # BEGIN SOLUTION speculative
         # STUB raise NotImplementedError(
-        # STUB     "TODO(speculative): loop in rounds: draft k tokens with draft_model, score "
-        # STUB     "all k prefixes with this model in one pass, keep the agreeing prefix plus "
-        # STUB     "this model's token at the first disagreement"
+        # STUB     "TODO(speculative): loop in rounds: draft k tokens with draft_model (never past "
+        # STUB     "block_size or max_new_tokens), score all k prefixes with this model in one pass, "
+        # STUB     "keep the agreeing prefix plus this model's token at the first disagreement"
         # STUB )
         if max_new_tokens == 0:
             return idx

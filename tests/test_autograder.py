@@ -343,3 +343,67 @@ def test_worker_cannot_read_the_grader(tmp_path):
         tmp_path, variants.hostile("reads_grader_files", tmp_path, Path("{source}"))
     )
     assert "grader files: DENIED" in results["tests"][0]["output"], results["tests"][0]["output"]
+
+
+# ---------------------------------------------------------------------------------------
+# Busy machines: a timeout is the student's fault only when the grader got its CPU
+
+
+def _hang_in_buffers():
+    return variants.HOSTILE["hangs"]()
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_timeout_on_busy_machine_is_not_measured(tmp_path, monkeypatch, busy):
+    """The same hanging code: a failure on a quiet machine, "not measured" (no verdict, retried
+    with longer limits first) on a busy one."""
+    calls = []
+
+    def contention(seconds=0.3):
+        calls.append(1)
+        return 3.0 if busy else 1.0
+
+    monkeypatch.setattr(harness.load, "contention", contention)
+    monkeypatch.setattr(rubric, "LOAD_RETRIES", 1)
+    results = grade_text(tmp_path, _hang_in_buffers(), tests=public("buffers"), timeout_scale=0.02)
+    (row,) = results["tests"]
+    assert row["score"] == 0
+    if busy:
+        assert row["output"].startswith("NOT MEASURED") and "course staff will re-run" in row["output"], row
+        assert len(calls) == 1 + 2  # at start, then after each of the two timeouts
+    else:
+        assert row["output"].startswith("FAIL") and "did not finish" in row["output"], row
+
+
+def test_gates_take_nothing_when_the_timing_was_not_measured():
+    """Correctness rows gated on a speed test keep their points when the machine was too busy
+    to time it, and lose them when it was measured below the bar."""
+    tests = public("generate_kv") + public("kv_speed")
+
+    class Stub:
+        confirmed, not_measured = {}, {"kv_speed"}
+
+    def fresh_rows():
+        return [
+            harness._row(tests[0], tests[0].points, "PASS: ok", passed=True),
+            harness._row(tests[1], 0.0, "NOT MEASURED: busy"),
+        ]
+
+    rows_ = fresh_rows()
+    harness.apply_gates(Stub(), tests, rows_)
+    assert rows_[0]["status"] == "passed"
+    Stub.not_measured, Stub.confirmed = set(), {"kv_speed": 1.1}
+    rows_ = fresh_rows()
+    harness.apply_gates(Stub(), tests, rows_)
+    assert rows_[0]["status"] == "failed" and "1.10x" in rows_[0]["output"]
+
+
+def test_fast_path_bug_costs_only_its_piece(tmp_path):
+    """Correct in DEBUG, wrong outside it in attn_decode: that piece fails with a message about
+    the mask; generate_kv and speculative, whose divergence it explains, keep their points."""
+    tests = public("attn_decode") + public("generate_kv") + public("speculative")
+    results = grade_text(tmp_path, variants.buggy("decode_fast_path_causal_mask"), tests=tests)
+    attn, kv, spec = results["tests"]
+    assert attn["status"] == "failed" and "wrong outside it" in attn["output"] and "mask" in attn["output"]
+    for row in (kv, spec):
+        assert row["status"] == "passed" and "attn_decode" in row["output"], row

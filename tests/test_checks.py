@@ -2,7 +2,8 @@
 
 import pytest
 
-from infkit import checks
+from autograder import variants
+from infkit import checks, loading
 
 
 @pytest.mark.parametrize("piece", checks.PIECES)
@@ -15,3 +16,64 @@ def test_solution_passes(sol, piece):
 def test_starter_fails_with_not_implemented(starter, piece):
     with pytest.raises(checks.CheckFailed, match="not implemented yet"):
         checks.CHECKS[piece](starter)
+
+
+def _load_text(tmp_path, text):
+    path = tmp_path / "model.py"
+    path.write_text(text)
+    return loading.load_model_module(path, debug=True)
+
+
+def test_speculative_without_bonus_token_passes(tmp_path):
+    """The handout's algorithm without the optional bonus token verifies in one pass per round."""
+    module = _load_text(tmp_path, variants.speculative_without_bonus())
+    assert "speculative output equals" in checks.CHECKS["speculative"](module)
+
+
+def test_verify_pass_budget_tells_rounds_from_tokens():
+    for new, k in ((24, 4), (31, 3), (14, 4), (7, 10)):
+        per_round_without_bonus = -(-new // min(k, new)) + 1  # rounds plus the prefill
+        assert per_round_without_bonus <= checks.max_verify_passes(new, k) < new
+
+
+def test_fast_path_bug_fails_attn_decode_only_there(tmp_path):
+    """A decode that is right in DEBUG but masks wrongly with SDPA outside it: the fast-path check
+    catches it and names the mask."""
+    module = _load_text(tmp_path, variants.buggy("decode_fast_path_causal_mask"))
+    with pytest.raises(checks.FastPathFailed, match="correct in DEBUG, wrong outside it.*mask"):
+        checks.CHECKS["attn_decode"](module)
+    for piece in ("buffers", "prefill", "gpt_decode"):
+        checks.CHECKS[piece](module)
+
+
+@pytest.mark.parametrize(
+    "old, new, piece_message",
+    [
+        (
+            "torch.zeros(shape, device=w.device, dtype=w.dtype)",
+            "torch.empty(shape, device=w.device, dtype=w.dtype)",
+            None,
+        ),
+        (
+            "torch.zeros(shape, device=w.device, dtype=w.dtype)",
+            "torch.zeros(shape, device=w.device, dtype=torch.bfloat16)",
+            "dtype",
+        ),
+        (
+            "shape = (2, batch_size, self.n_head, max_seq_len, head_dim)",
+            "shape = (2, batch_size + 1, self.n_head, max_seq_len + 8, head_dim)",
+            None,
+        ),
+    ],
+)
+def test_cache_allocation_details(tmp_path, old, new, piece_message):
+    """Only what changes behaviour costs the buffers points (torch.empty and spare room do not),
+    and a cache in the wrong dtype costs only them: later pieces run on the grader's cache."""
+    module = _load_text(tmp_path, variants.substitute(variants.solution_text(), (old, new)))
+    if piece_message is None:
+        checks.CHECKS["buffers"](module)
+    else:
+        with pytest.raises(checks.CheckFailed, match=piece_message):
+            checks.CHECKS["buffers"](module)
+    for piece in ("prefill", "attn_decode", "gpt_decode", "generate_kv", "speculative"):
+        checks.CHECKS[piece](module)
