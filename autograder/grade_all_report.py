@@ -17,7 +17,8 @@ PRINTED = "\nThe last lines your code printed"
 # What a test's output says when its grading hit a limit or could not be measured: (kind, words).
 LIMITS = [
     ("time limit", re.compile(r"did not finish within|time budget ran out|timed out|CPU time limit", re.I)),
-    ("memory limit", re.compile(r"ran out of memory|MemoryError|killed by signal", re.I)),
+    ("memory limit", re.compile(r"ran out of memory|MemoryError", re.I)),
+    ("worker crashed", re.compile(r"killed by signal|the grader's process ended", re.I)),
     ("output limit", re.compile(r"printed more than|wrote more than \d+ MB|far larger than", re.I)),
     ("not measured", re.compile(r"not measured", re.I)),
     (
