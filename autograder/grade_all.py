@@ -42,6 +42,8 @@ class Record:
     results: dict
     status: str  # "graded", or why there is no harness result: "time limit", "harness error"
     seconds: float = 0.0
+    load: float | None = None  # the machine's load average when it finished: a busy machine
+    # makes wall-clock limits fail correct code (docs/grading-all.md)
 
 
 def physical_cores() -> int:
@@ -117,7 +119,7 @@ def kept_record(sub: Submission, out: Path, tests: str | None) -> Record | None:
         return None
     if meta.get("fingerprint") != sub.fingerprint() or meta.get("tests") != tests:
         return None
-    return Record(sub, results, meta.get("status", "graded"), meta.get("seconds", 0.0))
+    return Record(sub, results, meta.get("status", "graded"), meta.get("seconds", 0.0), meta.get("load"))
 
 
 def grade_one(sub: Submission, out: Path, tests, timeout_s, stop: threading.Event, grade_fn) -> Record | None:
@@ -158,19 +160,33 @@ def grade_one(sub: Submission, out: Path, tests, timeout_s, stop: threading.Even
     seconds = graded.seconds if graded is not None else 0.0
     _write_json(out / "results" / f"{sub.id}.json", results)
     meta = {"id": sub.id, "source": str(sub.path), "fingerprint": fingerprint, "tests": tests}
-    meta.update(status=status, seconds=round(seconds, 1), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    load = round(os.getloadavg()[0], 2)
+    meta.update(
+        status=status, seconds=round(seconds, 1), load=load, finished=time.strftime("%Y-%m-%d %H:%M:%S")
+    )
     _write_json(out / "meta" / f"{sub.id}.json", meta)
-    return Record(sub, results, status, seconds)
+    return Record(sub, results, status, seconds, load)
 
 
 def run_batch(
-    subs, out: Path, jobs: int, tests=None, force=False, timeout_s=TIMEOUT_S, grade_fn=None, progress=True
+    subs,
+    out: Path,
+    jobs: int,
+    tests=None,
+    force=False,
+    timeout_s=TIMEOUT_S,
+    grade_fn=None,
+    progress=True,
+    retry_limits=False,
 ) -> tuple[list[Record], bool]:
-    """Grade every submission not already graded; (records of those graded so far, finished)."""
+    """Grade every submission not already graded (and, with retry_limits, those whose grading
+    hit a time limit); (records of those graded so far, finished)."""
     grade_fn = grade_fn or local.grade_in_root
     records, todo = {}, []
     for sub in subs:
         kept = None if force else kept_record(sub, out, tests)
+        if kept and retry_limits and grade_all_report.hit_time_limit(kept):
+            kept = None
         if kept:
             records[sub.id] = kept
         else:
@@ -215,6 +231,20 @@ def _progress(total: int, jobs: int):
     return tqdm(total=total, desc=f"grading ({jobs} at a time)", unit="submission", smoothing=0)
 
 
+def warn_if_busy(jobs: int):
+    """The harness's limits are wall-clock: on a machine already busy a correct submission can
+    run out of them (measured: the solution lost 20 of 50 points at a third of a core)."""
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load + jobs > cpus + 0.5:
+        print(
+            f"warning: this machine is busy (load average {load:.1f} on {cpus} CPUs): with {jobs} "
+            "gradings more, tests may run out of their wall-clock limits and fail correct code. "
+            "Grade on a quiet machine or with fewer JOBS; the report lists every grading that hit "
+            "a time limit, and --retry-limits grades those again.",
+            file=sys.stderr,
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # The command
 
@@ -248,6 +278,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=TIMEOUT_S, help=f"seconds per submission (default {TIMEOUT_S:g})"
     )
+    parser.add_argument(
+        "--retry-limits",
+        action="store_true",
+        help="grade again the submissions kept from an earlier run whose grading hit a time limit",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.against is not None and not args.against.is_file():
@@ -265,8 +300,16 @@ def main(argv=None) -> int:
     print(
         f"{len(subs)} submissions in {args.submissions}; grading {jobs} at a time into {args.out}", flush=True
     )
+    warn_if_busy(jobs)
     records, finished = run_batch(
-        subs, args.out, jobs, args.tests, args.force, args.timeout, progress=not args.no_progress
+        subs,
+        args.out,
+        jobs,
+        args.tests,
+        args.force,
+        args.timeout,
+        progress=not args.no_progress,
+        retry_limits=args.retry_limits,
     )
     return finish(records, subs, notes, args.out, args.against, args.tests, finished)
 

@@ -83,7 +83,8 @@ def failure_text(output: str) -> str:
 
 def normalise(message: str) -> str:
     """The same mistake as one line: numbers (positions, sizes, timings) become #."""
-    text = re.sub(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", failure_text(message))
+    text = re.sub(r"\(it holds: [^)]*\)", "(it holds: ...)", failure_text(message))  # the upload's file names
+    text = re.sub(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", text)
     return text[:300]
 
 
@@ -127,6 +128,11 @@ def limit_rows(records) -> list[tuple[str, str, str, str, str]]:
             if kinds:
                 rows.append((r.sub.id, r.sub.student, str(t["name"]), kinds[0], output[:400]))
     return rows
+
+
+def hit_time_limit(record) -> bool:
+    """Whether any part of this grading ran out of time (the machine's fault, possibly)."""
+    return any(kind == "time limit" for *_, kind, _ in limit_rows([record]))
 
 
 def points_lost(records) -> list[tuple[str, float, int, float]]:
@@ -245,6 +251,12 @@ def write_report(records, notes, out: Path, diff=None, tests=None) -> Path:
             f"<p>Median {statistics.median(totals):g} / {top:g}, mean {statistics.mean(totals):.1f}; "
             f"{sum(t >= top for t in totals)} full marks, {sum(t == 0 for t in totals)} with zero.</p>"
         )
+    seconds = [r.seconds for r in records if r.seconds > 0]
+    if seconds:
+        parts.append(
+            f"<p>Grading took {statistics.median(seconds):.0f} s per submission (median; longest "
+            f"{max(seconds):.0f} s), timed when each was graded.</p>"
+        )
     flagged = [(r, problems(r)) for r in records if problems(r)]
     parts.append("<h2>Input problems and notes</h2>")
     rows = [(_e(r.sub.id), _e(r.sub.student), _e("; ".join(p))) for r, p in flagged] + [
@@ -277,16 +289,27 @@ def write_report(records, notes, out: Path, diff=None, tests=None) -> Path:
             )
         )
     limits = limit_rows(records)
-    parts.append("<h2>Gradings that hit a limit, errored or were not measured</h2>")
     parts.append(
-        _table(["id", "student", "test", "what", "message"], [tuple(_e(c) for c in row) for row in limits])
+        "<h2>Gradings that hit a limit, errored or were not measured</h2><p>Time limits are wall-clock: "
+        "on a busy machine (load average above its cores) they can fail correct code; "
+        "<code>--retry-limits</code> grades those submissions again.</p>"
+    )
+    load = {r.sub.id: "-" if r.load is None else f"{r.load:g}" for r in records}
+    parts.append(
+        _table(
+            ["id", "student", "test", "what", "message", "load average then"],
+            [(*(_e(c) for c in row), load[row[0]]) for row in limits],
+        )
         if limits
         else "<p>None.</p>"
     )
     figures = speed_figures(records)
     if figures:
-        parts.append("<h2>Speed figures (leaderboard)</h2>")
-        parts.append(_speed_chart(plt, figures) if plt else "")
+        parts.append(
+            "<h2>Speed figures (leaderboard)</h2><p>0 means not measured (the test failed or did not run).</p>"
+        )
+        measured = {name: values for name, values in figures.items() if any(v > 0 for v in values)}
+        parts.append(_speed_chart(plt, measured) if plt and measured else "")
         stats = []
         for name, values in figures.items():
             measured = sorted(v for v in values if v > 0)

@@ -123,7 +123,7 @@ def test_grade_sheet_from_an_export(graded_export):
 def test_report_names_failures_limits_and_input_problems(graded_export):
     _, out = graded_export
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 3  # histogram, points lost, speed figures
+    assert page.count("data:image/png;base64,") == 2  # histogram, points lost (no speed measured)
     assert "submission_1008 is listed in submission_metadata.yml but has no folder" in page
     assert "not implemented yet" in page
     records = [
@@ -136,7 +136,9 @@ def test_report_names_failures_limits_and_input_problems(graded_export):
     assert [(r[0], r[3]) for r in limits] == [("submission_1005", "worker crashed")]
     assert "worker crashed" in page and "Eve Exit" in page
     groups = {message: count for message, count, _, _ in grade_all_report.failure_groups(records)}
-    assert sum(groups.values()) == 5 and max(groups.values()) == 1
+    assert sum(groups.values()) == 5 and len(groups) == 4  # both uploads without a model.py: one line
+    no_model = next(m for m in groups if m.startswith("No model.py"))
+    assert groups[no_model] == 2 and "(it holds: ...)" in no_model
     # every submission with a model.py has a leaderboard: no speed test ran, so none measured
     figures = grade_all_report.speed_figures(records)
     assert figures and all(values == [0.0] * 5 for values in figures.values())
@@ -304,6 +306,22 @@ def test_one_bad_submission_never_stops_the_batch(tmp_path):
     assert "OSError: cannot copy" in (tmp_path / "out" / "logs" / "s1.log").read_text()
     limits = {row[0]: row[3] for row in grade_all_report.limit_rows(records)}
     assert limits == {"s1": "harness error", "s2": "time limit", "s3": "harness error"}
+
+    regraded = []
+
+    def budget_ran_out_for_s0(path, **kwargs):  # a test out of time, as the harness says it
+        regraded.append(path.name)
+        results = fake_results(0.0)
+        results["tests"][0]["output"] = (
+            "not run: the grading time budget ran out (earlier tests were too slow)."
+        )
+        return Graded(results if path.name == "s0" else fake_results(1.0), 0, 1.0)
+
+    out = tmp_path / "out"
+    grade_all.run_batch(subs, out, 2, grade_fn=budget_ran_out_for_s0, progress=False, retry_limits=True)
+    assert regraded == ["s2"]  # kept results that hit a time limit, and only those
+    records, _ = grade_all.run_batch(subs, out, 2, grade_fn=budget_ran_out_for_s0, progress=False, force=True)
+    assert [r.sub.id for r in records if grade_all_report.hit_time_limit(r)] == ["s0"]
 
 
 def test_interrupted_batch_resumes_and_regrades_changed_uploads(tmp_path):
