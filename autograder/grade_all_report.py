@@ -83,7 +83,9 @@ def failure_text(output: str) -> str:
 
 def normalise(message: str) -> str:
     """The same mistake as one line: numbers (positions, sizes, timings) become #."""
-    text = re.sub(r"\(it holds: [^)]*\)", "(it holds: ...)", failure_text(message))  # the upload's file names
+    text = re.sub(
+        r"\(it holds: .*?\)(?=\.( |$))", "(it holds: ...)", failure_text(message)
+    )  # the upload's file names
     text = re.sub(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", text)
     return text[:300]
 

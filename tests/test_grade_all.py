@@ -42,10 +42,6 @@ submission_1005:
   :submitters:
   - :name: Eve Exit
     :email: eve@example.edu
-submission_1006:
-  :submitters:
-  - :name: Frank Name
-    :email: frank@example.edu
 submission_1008:
   :submitters:
   - :name: Gone Missing
@@ -62,8 +58,7 @@ def export_zip(tmp_path: Path) -> Path:
         "submission_1003/model.py": variants.buggy("prefill_wrong_slot"),  # fails prefill
         "submission_1004/model.py": variants.buggy("cache_not_advanced"),  # a decode bug: prefill passes
         "submission_1005/model.py": variants.hostile("os_exit_in_method", tmp_path, paths.ROOT),
-        "submission_1006/Model.py": variants.solution_text(),  # misnamed upload
-        "submission_1007/notes.txt": "forgot the code",  # not in the metadata, no model.py
+        "submission_1006/Model.py": variants.solution_text(),  # misnamed, and not in the metadata
     }
     path = tmp_path / "export.zip"
     with zipfile.ZipFile(path, "w") as z:
@@ -95,7 +90,7 @@ def graded_export(tmp_path_factory):
 def test_grade_sheet_from_an_export(graded_export):
     _, out = graded_export
     rows = read_csv(out / "grades.csv")
-    assert sorted(rows) == [f"submission_100{i}" for i in range(1, 8)]
+    assert sorted(rows) == [f"submission_100{i}" for i in range(1, 7)]
     score = {sid: float(row["total"]) for sid, row in rows.items()}
     assert score == {
         "submission_1001": 4,
@@ -104,20 +99,20 @@ def test_grade_sheet_from_an_export(graded_export):
         "submission_1004": 4,
         "submission_1005": 0,
         "submission_1006": 0,
-        "submission_1007": 0,
     }
     assert all(row[PREFILL] == row["total"] and row["max"] == "4" for row in rows.values())
     alice, dan = rows["submission_1001"], rows["submission_1004"]
     assert (alice["student"], alice["email"], alice["sid"]) == ("Alice Liddell", "alice@example.edu", "101")
     assert dan["student"] == "Dan Decode; Dora Decode" and dan["email"] == "dan@example.edu; dora@example.edu"
-    assert rows["submission_1006"]["problems"] == "no model.py"
-    assert "not in submission_metadata.yml" in rows["submission_1007"]["problems"]
+    frank = rows["submission_1006"]
+    assert frank["problems"] == "not in submission_metadata.yml: student unknown; no model.py"
+    assert frank["student"] == "submission_1006" and frank["email"] == ""
     assert all(row["status"] == "graded" for row in rows.values())
     # every results.json is the harness's own, as Gradescope would show it
     eve = json.loads((out / "results" / "submission_1005.json").read_text())
     assert "do not call sys.exit()" in eve["tests"][0]["output"]
-    frank = json.loads((out / "results" / "submission_1006.json").read_text())
-    assert "named exactly model.py" in frank["output"]
+    misnamed = json.loads((out / "results" / "submission_1006.json").read_text())
+    assert "named exactly model.py" in misnamed["output"] and "(it holds: Model.py)" in misnamed["output"]
 
 
 def test_report_names_failures_limits_and_input_problems(graded_export):
@@ -131,14 +126,13 @@ def test_report_names_failures_limits_and_input_problems(graded_export):
         for s in find_submissions(out / "export", out / "unused")[0]
     ]
     lost = {name: (below, points) for name, _, below, points in grade_all_report.points_lost(records)}
-    assert lost[PREFILL] == (5, 20)
+    assert lost[PREFILL] == (4, 16)
     limits = grade_all_report.limit_rows(records)
     assert [(r[0], r[3]) for r in limits] == [("submission_1005", "worker crashed")]
     assert "worker crashed" in page and "Eve Exit" in page
     groups = {message: count for message, count, _, _ in grade_all_report.failure_groups(records)}
-    assert sum(groups.values()) == 5 and len(groups) == 4  # both uploads without a model.py: one line
-    no_model = next(m for m in groups if m.startswith("No model.py"))
-    assert groups[no_model] == 2 and "(it holds: ...)" in no_model
+    assert sorted(groups.values()) == [1, 1, 1, 1]
+    assert any(m.startswith("No model.py in your submission (it holds: ...)") for m in groups)
     # every submission with a model.py has a leaderboard: no speed test ran, so none measured
     figures = grade_all_report.speed_figures(records)
     assert figures and all(values == [0.0] * 5 for values in figures.values())
@@ -172,8 +166,8 @@ def test_resume_keeps_results_and_regrade_diff(graded_export, monkeypatch, capsy
         == 0
     )
     printed = capsys.readouterr().out
-    assert "7 submissions already graded" in printed
-    assert "1 gained points, 1 lost points" in printed and "5 unchanged" in printed
+    assert "6 submissions already graded" in printed
+    assert "1 gained points, 1 lost points" in printed and "4 unchanged" in printed
     with open(out / "regrade_diff.csv", newline="") as f:
         changes = {row["id"]: row for row in csv.DictReader(f)}
     assert sorted(changes) == ["submission_1001", "submission_1002"]
@@ -260,6 +254,10 @@ def test_messages_that_differ_only_in_numbers_group_as_one():
     a = "FAIL: after a prefill of 12 tokens, layer 0 has seq_pos 13; expected 12."
     b = "FAIL: after a prefill of 7 tokens, layer 3 has seq_pos 8; expected 7.\nThe last lines your code printed:\nx"
     assert grade_all_report.normalise(a) == grade_all_report.normalise(b)
+    no_model = "No model.py in your submission (it holds: {}). Upload your edited model.py itself."
+    assert grade_all_report.normalise(no_model.format("Model.py")) == grade_all_report.normalise(
+        no_model.format("model (1).py, notes.txt")
+    )
     assert grade_all_report.normalise(a) != grade_all_report.normalise(
         "FAIL: kv_cache dtype is torch.float16."
     )
