@@ -251,6 +251,7 @@ def warn_if_busy(jobs: int):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
+        prog="python -m autograder.grade_all",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

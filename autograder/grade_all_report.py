@@ -207,7 +207,10 @@ def _histogram(plt, totals, top) -> str:
 
 def _lost_chart(plt, lost) -> str:
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(lost) + 1))
-    ax.barh([n[:60] for n, *_ in lost][::-1], [p for *_, p in lost][::-1], color="#c0504d")
+    labels = [
+        re.sub(r"\((\w+):[^)]*\)", r"(\1)", n)[:70] for n, *_ in lost
+    ]  # "(hidden: other...)" -> "(hidden)"
+    ax.barh(labels[::-1], [p for *_, p in lost][::-1], color="#c0504d")
     ax.set_xlabel("points lost, all submissions")
     return _png(plt, fig)
 
