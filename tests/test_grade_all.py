@@ -224,6 +224,26 @@ def test_folder_layouts_and_two_files_for_one_student(tmp_path):
     assert by_id["bob"].upload_name is None and not by_id["bob"].problems
 
 
+def test_unpacked_export_flags_one_student_in_two_folders(tmp_path):
+    export = tmp_path / "assignment_7_export"
+    for folder in ("submission_1", "submission_2", "submission_3"):
+        (export / folder).mkdir(parents=True)
+        (export / folder / "model.py").write_text(folder)
+    (export / "submission_metadata.yml").write_text(
+        "submission_1:\n  :submitters:\n  - :name: Ann\n    :email: ann@example.edu\n"
+        "submission_2:\n  :submitters:\n  - :name: Ann B.\n    :email: ann@example.edu\n"
+        "submission_3:\n  :submitters:\n  - :name: Ben\n    :email: ben@example.edu\n"
+    )
+    subs, notes = find_submissions(tmp_path, tmp_path / "unpacked")
+    problems = {s.id: s.problems for s in subs}
+    assert (
+        problems["submission_1"]
+        == problems["submission_2"]
+        == ["ann@example.edu has 2 submissions (submission_1, submission_2): each graded"]
+    )
+    assert problems["submission_3"] == [] and notes == []
+
+
 def test_bad_inputs_say_what_to_pass(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="is empty"):
