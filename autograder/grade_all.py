@@ -292,6 +292,13 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.against is not None and args.against.resolve().parent == args.out.resolve():
+        print(
+            f"grade-all: --against {args.against} is this run's own grades.csv: grade into another "
+            "--out (OUT=...) so that the earlier grades and messages stay as they were",
+            file=sys.stderr,
+        )
+        return 2
     try:
         subs, notes = find_submissions(args.submissions, args.out / "export")
     except InputError as e:

@@ -244,7 +244,7 @@ def test_unpacked_export_flags_one_student_in_two_folders(tmp_path):
     assert problems["submission_3"] == [] and notes == []
 
 
-def test_bad_inputs_say_what_to_pass(tmp_path):
+def test_bad_inputs_say_what_to_pass(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="is empty"):
         find_submissions(tmp_path / "empty", tmp_path / "x")
@@ -262,6 +262,17 @@ def test_bad_inputs_say_what_to_pass(tmp_path):
     with pytest.raises(InputError, match="make grade SUBMISSION="):
         find_submissions(tmp_path / "model.py", tmp_path / "x")
     assert grade_all.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "grades.csv").write_text("id,total\n")
+    args = [
+        str(tmp_path / "class.zip"),
+        "--out",
+        str(tmp_path / "o"),
+        "--against",
+        str(tmp_path / "o" / "grades.csv"),
+    ]
+    assert grade_all.main(args) == 2  # its own sheet would be overwritten while it is compared
+    assert "this run's own grades.csv" in capsys.readouterr().err
 
 
 def test_help():
