@@ -331,9 +331,13 @@ def finish(records, subs, notes, out: Path, against: Path | None, tests, finishe
     grade_all_report.write_csv(records, out / "grades.csv")
     diff = None
     if against is not None:
-        diff = grade_all_diff.regrade_diff(records, against)
-        grade_all_diff.write(diff, out)
-        print(grade_all_diff.as_text(diff))
+        try:
+            diff = grade_all_diff.regrade_diff(records, against)
+        except (OSError, ValueError, KeyError) as e:  # the grades are written: say why no diff
+            print(f"grade-all: no regrade diff: {e}", file=sys.stderr)
+        else:
+            grade_all_diff.write(diff, out)
+            print(grade_all_diff.as_text(diff))
     report = grade_all_report.write_report(records, notes, out, diff=diff, tests=tests)
     print(grade_all_report.summary_text(records, notes))
     print(f"wrote {out / 'grades.csv'}, {report}, results in {out / 'results'}")
