@@ -83,6 +83,15 @@ autograder: venv check-starter  ## build build/autograder.zip (upload it to Grad
 grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...]
 	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS)
 
+# A whole class through the same flow: grades.csv, results/, report.html (autograder/grade_all.py).
+.PHONY: grade-all
+OUT ?= build/grades
+JOBS ?= 0
+
+grade-all: venv  ## grade a class: make grade-all SUBMISSIONS=folder-or-export.zip [OUT=build/grades] [JOBS=n] [AGAINST=old/grades.csv]
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade-all SUBMISSIONS=folder-or-export.zip [OUT=...] [JOBS=n]"; exit 2; }
+	$(PY) -m autograder.grade_all "$(SUBMISSIONS)" --out "$(OUT)" --jobs $(JOBS) $(if $(AGAINST),--against "$(AGAINST)")
+
 handout: venv check-starter  ## build build/handout.zip (inference-kit/: starter model.py, public tests, ...)
 	$(PY) -m autograder.build handout
 

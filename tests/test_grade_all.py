@@ -1,0 +1,430 @@
+"""`make grade-all`: a class graded through the Gradescope flow, its grade sheet, report and
+regrade diff; bad input named, interruptions resumed. The grading test uses the real harness on
+a synthetic Gradescope export with a tiny budget (the public prefill test only)."""
+
+import csv
+import json
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from autograder import grade_all, grade_all_inputs, grade_all_report, local, rubric, variants
+from autograder.grade_all_inputs import InputError, find_submissions, parse_metadata
+from autograder.local import Graded
+from infkit import paths
+
+METADATA = """\
+submission_1001:
+  :submitters:
+  - :name: Alice Liddell
+    :sid: '101'
+    :email: alice@example.edu
+  :created_at: 2026-03-01 10:00:00.000000000 -08:00
+  :score: !ruby/object:BigDecimal 18:0.3e2
+submission_1002:
+  :submitters:
+  - :name: Bob Starter
+    :email: bob@example.edu
+submission_1003:
+  :submitters:
+  - :name: Carol Slot
+    :email: carol@example.edu
+submission_1004:
+  :submitters:
+  - :name: Dan Decode
+    :email: dan@example.edu
+  - :name: Dora Decode
+    :email: dora@example.edu
+submission_1005:
+  :submitters:
+  - :name: Eve Exit
+    :email: eve@example.edu
+submission_1008:
+  :submitters:
+  - :name: Gone Missing
+    :email: gone@example.edu
+"""
+
+
+def export_zip(tmp_path: Path) -> Path:
+    """What Gradescope's "Export Submissions" gives: a top folder, the metadata, a folder per
+    submission (one not in the metadata, one listed without a folder), and macOS debris."""
+    uploads = {
+        "submission_1001/model.py": variants.solution_text(),
+        "submission_1002/model.py": variants.starter_text(),
+        "submission_1003/model.py": variants.buggy("prefill_wrong_slot"),  # fails prefill
+        "submission_1004/model.py": variants.buggy("cache_not_advanced"),  # a decode bug: prefill passes
+        "submission_1005/model.py": variants.hostile("os_exit_in_method", tmp_path, paths.ROOT),
+        "submission_1006/Model.py": variants.solution_text(),  # misnamed, and not in the metadata
+    }
+    path = tmp_path / "export.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("assignment_42_export/submission_metadata.yml", METADATA)
+        z.writestr("__MACOSX/assignment_42_export/._submission_metadata.yml", "junk")
+        for name, text in uploads.items():
+            z.writestr(f"assignment_42_export/{name}", text)
+    return path
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {row["id"]: row for row in csv.DictReader(f)}
+
+
+PIECE_OF = {t.name: t.piece for t in rubric.TESTS}
+PREFILL = next(t.name for t in rubric.TESTS if t.piece == "prefill" and t.visibility == rubric.VISIBLE)
+
+
+@pytest.fixture(scope="module")
+def graded_export(tmp_path_factory):
+    """The export graded once, two at a time, through the real harness (prefill only)."""
+    tmp = tmp_path_factory.mktemp("export")
+    out = tmp / "grades"
+    assert grade_all.main([str(export_zip(tmp)), "--out", str(out), "--jobs", "2", "--tests", "prefill"]) == 0
+    return tmp, out
+
+
+def test_grade_sheet_from_an_export(graded_export):
+    _, out = graded_export
+    rows = read_csv(out / "grades.csv")
+    assert sorted(rows) == [f"submission_100{i}" for i in range(1, 7)]
+    score = {sid: float(row["total"]) for sid, row in rows.items()}
+    assert score == {
+        "submission_1001": 4,
+        "submission_1002": 0,
+        "submission_1003": 0,
+        "submission_1004": 4,
+        "submission_1005": 0,
+        "submission_1006": 0,
+    }
+    assert all(row[PREFILL] == row["total"] and row["max"] == "4" for row in rows.values())
+    alice, dan = rows["submission_1001"], rows["submission_1004"]
+    assert (alice["student"], alice["email"], alice["sid"]) == ("Alice Liddell", "alice@example.edu", "101")
+    assert dan["student"] == "Dan Decode; Dora Decode" and dan["email"] == "dan@example.edu; dora@example.edu"
+    frank = rows["submission_1006"]
+    assert frank["problems"] == "not in submission_metadata.yml: student unknown; no model.py"
+    assert frank["student"] == "submission_1006" and frank["email"] == ""
+    assert all(row["status"] == "graded" for row in rows.values())
+    # every results.json is the harness's own, as Gradescope would show it
+    eve = json.loads((out / "results" / "submission_1005.json").read_text())
+    assert "do not call sys.exit()" in eve["tests"][0]["output"]
+    misnamed = json.loads((out / "results" / "submission_1006.json").read_text())
+    assert "named exactly model.py" in misnamed["output"] and "(it holds: Model.py)" in misnamed["output"]
+
+
+def test_report_names_failures_limits_and_input_problems(graded_export):
+    _, out = graded_export
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # histogram, points lost (no speed measured)
+    assert "submission_1008 is listed in submission_metadata.yml but has no folder" in page
+    assert "not implemented yet" in page
+    records = [
+        grade_all.Record(s, json.loads((out / "results" / f"{s.id}.json").read_text()), "graded")
+        for s in find_submissions(out / "export", out / "unused")[0]
+    ]
+    lost = {name: (below, points) for name, _, below, points in grade_all_report.points_lost(records)}
+    assert lost[PREFILL] == (4, 16)
+    limits = grade_all_report.limit_rows(records)
+    assert [(r[0], r[3]) for r in limits] == [("submission_1005", "worker crashed")]
+    assert "worker crashed" in page and "Eve Exit" in page
+    groups = {message: count for message, count, _, _ in grade_all_report.failure_groups(records)}
+    assert sorted(groups.values()) == [1, 1, 1, 1]
+    assert any(m.startswith("No model.py in your submission (it holds: ...)") for m in groups)
+    # every submission with a model.py has a leaderboard: no speed test ran, so none measured
+    figures = grade_all_report.speed_figures(records)
+    assert figures and all(values == [0.0] * 5 for values in figures.values())
+
+
+def test_resume_keeps_results_and_regrade_diff(graded_export, monkeypatch, capsys):
+    tmp, out = graded_export
+    # last term's grading: Bob had the prefill points, Alice had lost them
+    old = tmp / "old"
+    shutil.copytree(out, old)
+    rows = read_csv(old / "grades.csv")
+    rows["submission_1001"].update({"total": "0", PREFILL: "0"})
+    rows["submission_1002"].update({"total": "4", PREFILL: "4"})
+    with open(old / "grades.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows["submission_1001"]))
+        w.writeheader()
+        w.writerows(rows.values())
+    alice_old = json.loads((old / "results" / "submission_1001.json").read_text())
+    alice_old["tests"][0]["output"] = "FAIL: after a prefill of 12 tokens, seq_pos is 13."
+    (old / "results" / "submission_1001.json").write_text(json.dumps(alice_old))
+
+    def no_grading(*args, **kwargs):
+        raise AssertionError("a submission already graded was graded again")
+
+    monkeypatch.setattr(local, "grade_in_root", no_grading)
+    export = tmp / "export.zip"
+    assert (
+        grade_all.main(
+            [str(export), "--out", str(out), "--tests", "prefill", "--against", str(old / "grades.csv")]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "6 submissions already graded" in printed
+    assert "1 gained points, 1 lost points" in printed and "4 unchanged" in printed
+    with open(out / "regrade_diff.csv", newline="") as f:
+        changes = {row["id"]: row for row in csv.DictReader(f)}
+    assert sorted(changes) == ["submission_1001", "submission_1002"]
+    alice, bob = changes["submission_1001"], changes["submission_1002"]
+    assert (alice["test"], alice["old_score"], alice["new_score"], alice["change"]) == (
+        PREFILL,
+        "0",
+        "4",
+        "+4",
+    )
+    assert alice["old_message"] == "FAIL: after a prefill of 12 tokens, seq_pos is 13."
+    assert alice["new_message"].startswith("PASS")
+    assert bob["change"] == "-4" and "not implemented yet" in bob["new_message"]
+    assert (
+        "## submission_1001: 0 -> 4 (+4), Alice Liddell <alice@example.edu>"
+        in (out / "regrade_diff.md").read_text()
+    )
+    assert "Regrade diff" in (out / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+
+
+def test_metadata_read_with_and_without_pyyaml(monkeypatch):
+    with_yaml = parse_metadata(METADATA)
+    assert with_yaml["submission_1004"] == [
+        {"name": "Dan Decode", "email": "dan@example.edu"},
+        {"name": "Dora Decode", "email": "dora@example.edu"},
+    ]
+    assert with_yaml["submission_1001"] == [
+        {"name": "Alice Liddell", "sid": "101", "email": "alice@example.edu"}
+    ]
+
+    def no_yaml(text):
+        raise ImportError("No module named 'yaml'")
+
+    monkeypatch.setattr(grade_all_inputs, "_load_yaml", no_yaml)
+    assert parse_metadata(METADATA) == with_yaml
+
+
+def test_folder_layouts_and_two_files_for_one_student(tmp_path):
+    (tmp_path / "alice.py").write_text("a")
+    (tmp_path / "alice.ipynb").write_text("{}")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "model.py").write_text("b")
+    (tmp_path / ".DS_Store").write_text("")
+    (tmp_path / "Carol Smith.py").write_text("c")
+    subs, notes = find_submissions(tmp_path, tmp_path / "unpacked")
+    by_id = {s.id: s for s in subs}
+    assert sorted(by_id) == ["Carol_Smith", "alice.ipynb", "alice.py", "bob"] and notes == []
+    assert by_id["alice.py"].upload_name == "model.py" and by_id["alice.ipynb"].upload_name == "alice.ipynb"
+    assert "2 submissions for alice" in by_id["alice.py"].problems[0]
+    assert by_id["bob"].upload_name is None and not by_id["bob"].problems
+
+
+def test_unpacked_export_flags_one_student_in_two_folders(tmp_path):
+    export = tmp_path / "assignment_7_export"
+    for folder in ("submission_1", "submission_2", "submission_3"):
+        (export / folder).mkdir(parents=True)
+        (export / folder / "model.py").write_text(folder)
+    (export / "submission_metadata.yml").write_text(
+        "submission_1:\n  :submitters:\n  - :name: Ann\n    :email: ann@example.edu\n"
+        "submission_2:\n  :submitters:\n  - :name: Ann B.\n    :email: ann@example.edu\n"
+        "submission_3:\n  :submitters:\n  - :name: Ben\n    :email: ben@example.edu\n"
+    )
+    subs, notes = find_submissions(tmp_path, tmp_path / "unpacked")
+    problems = {s.id: s.problems for s in subs}
+    assert (
+        problems["submission_1"]
+        == problems["submission_2"]
+        == ["ann@example.edu has 2 submissions (submission_1, submission_2): each graded"]
+    )
+    assert problems["submission_3"] == [] and notes == []
+
+
+def test_bad_inputs_say_what_to_pass(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="is empty"):
+        find_submissions(tmp_path / "empty", tmp_path / "x")
+    with zipfile.ZipFile(tmp_path / "class.zip", "w") as z:
+        z.writestr("alice/model.py", "")
+    with pytest.raises(InputError, match="not a Gradescope export.*Export Submissions"):
+        find_submissions(tmp_path / "class.zip", tmp_path / "x")
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
+        z.writestr("submission_metadata.yml", "")
+        z.writestr("../outside/model.py", "")
+    with pytest.raises(InputError, match="unsafe path"):
+        find_submissions(tmp_path / "evil.zip", tmp_path / "x")
+    assert not (tmp_path / "outside").exists()
+    (tmp_path / "model.py").write_text("")
+    with pytest.raises(InputError, match="make grade SUBMISSION="):
+        find_submissions(tmp_path / "model.py", tmp_path / "x")
+    assert grade_all.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "grades.csv").write_text("id,total\n")
+    args = [
+        str(tmp_path / "class.zip"),
+        "--out",
+        str(tmp_path / "o"),
+        "--against",
+        str(tmp_path / "o" / "grades.csv"),
+    ]
+    assert grade_all.main(args) == 2  # its own sheet would be overwritten while it is compared
+    assert "this run's own grades.csv" in capsys.readouterr().err
+
+
+def test_help():
+    with pytest.raises(SystemExit) as e:
+        grade_all.main(["--help"])
+    assert e.value.code == 0
+
+
+def test_messages_that_differ_only_in_numbers_group_as_one():
+    a = "FAIL: after a prefill of 12 tokens, layer 0 has seq_pos 13; expected 12."
+    b = "FAIL: after a prefill of 7 tokens, layer 3 has seq_pos 8; expected 7.\nThe last lines your code printed:\nx"
+    assert grade_all_report.normalise(a) == grade_all_report.normalise(b)
+    no_model = "No model.py in your submission (it holds: {}). Upload your edited model.py itself."
+    assert grade_all_report.normalise(no_model.format("Model.py")) == grade_all_report.normalise(
+        no_model.format("model (1).py, notes.txt")
+    )
+    assert grade_all_report.normalise(a) != grade_all_report.normalise(
+        "FAIL: kv_cache dtype is torch.float16."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The batch itself, with a stand-in for the harness
+
+
+def fake_results(score: float) -> dict:
+    test = {"name": "t", "score": score, "max_score": 1.0, "status": "passed" if score else "failed"}
+    return {"score": score, "tests": [dict(test, output="PASS" if score else "FAIL: no")], "leaderboard": []}
+
+
+def folder_of(tmp_path: Path, n: int) -> list:
+    for i in range(n):
+        (tmp_path / "class" / f"s{i}").mkdir(parents=True)
+        (tmp_path / "class" / f"s{i}" / "model.py").write_text(str(i))
+    return find_submissions(tmp_path / "class", tmp_path / "x")[0]
+
+
+def test_one_bad_submission_never_stops_the_batch(tmp_path):
+    subs = folder_of(tmp_path, 4)
+
+    def grade(path, **kwargs):
+        name = path.name
+        if name == "s1":
+            raise OSError("cannot copy")  # our side failed for this one only
+        if name == "s2":
+            return Graded(None, None, 600.0, timed_out=True)
+        if name == "s3":
+            return Graded(None, -9, 3.0)  # the harness was killed before writing results
+        return Graded(fake_results(1.0), 0, 1.0)
+
+    records, finished = grade_all.run_batch(subs, tmp_path / "out", 2, grade_fn=grade, progress=False)
+    assert finished
+    status = {r.sub.id: (r.status, r.results["score"]) for r in records}
+    assert status == {
+        "s0": ("graded", 1.0),
+        "s1": ("harness error", 0.0),
+        "s2": ("time limit", 0.0),
+        "s3": ("harness error", 0.0),
+    }
+    assert "OSError: cannot copy" in (tmp_path / "out" / "logs" / "s1.log").read_text()
+    limits = {row[0]: row[3] for row in grade_all_report.limit_rows(records)}
+    assert limits == {"s1": "harness error", "s2": "time limit", "s3": "harness error"}
+
+    regraded = []
+
+    def budget_ran_out_for_s0(path, **kwargs):  # a test out of time, as the harness says it
+        regraded.append(path.name)
+        results = fake_results(0.0)
+        results["tests"][0]["output"] = (
+            "not run: the grading time budget ran out (earlier tests were too slow)."
+        )
+        return Graded(results if path.name == "s0" else fake_results(1.0), 0, 1.0)
+
+    out = tmp_path / "out"
+    grade_all.run_batch(subs, out, 2, grade_fn=budget_ran_out_for_s0, progress=False, retry_limits=True)
+    assert regraded == ["s2"]  # kept results that hit a time limit, and only those
+    records, _ = grade_all.run_batch(subs, out, 2, grade_fn=budget_ran_out_for_s0, progress=False, force=True)
+    assert [r.sub.id for r in records if grade_all_report.hit_time_limit(r)] == ["s0"]
+
+
+def test_interrupted_batch_resumes_and_regrades_changed_uploads(tmp_path):
+    subs = folder_of(tmp_path, 5)
+    out, calls = tmp_path / "out", []
+    lock = threading.Lock()
+
+    def interrupted_at_s3(path, stop, **kwargs):
+        if path.name == "s3":
+            raise KeyboardInterrupt  # as Ctrl-C reaches the main thread while s3 is graded
+        if path.name == "s4":  # what grade_in_root does once `stop` is set: stops, keeps nothing
+            assert stop.wait(10)
+            return Graded(None, None, 0.1, interrupted=True)
+        with lock:
+            calls.append(path.name)
+        return Graded(fake_results(1.0), 0, 0.1)
+
+    records, finished = grade_all.run_batch(subs, out, 1, grade_fn=interrupted_at_s3, progress=False)
+    assert not finished and [r.sub.id for r in records] == ["s0", "s1", "s2"]
+    assert sorted(p.stem for p in (out / "results").glob("*.json")) == ["s0", "s1", "s2"]
+
+    (tmp_path / "class" / "s0" / "model.py").write_text("changed")  # a new upload: graded again
+    subs = find_submissions(tmp_path / "class", tmp_path / "x")[0]
+    calls.clear()
+
+    def grade(path, **kwargs):
+        calls.append(path.name)
+        return Graded(fake_results(0.0), 0, 0.1)
+
+    records, finished = grade_all.run_batch(subs, out, 2, grade_fn=grade, progress=False)
+    assert finished and sorted(calls) == ["s0", "s3", "s4"]
+    assert {r.sub.id: r.results["score"] for r in records} == {"s0": 0, "s1": 1, "s2": 1, "s3": 0, "s4": 0}
+    records, _ = grade_all.run_batch(subs, out, 2, force=True, grade_fn=grade, progress=False)
+    assert len(calls) == 3 + 5
+
+
+def test_default_jobs_leave_a_core_and_fit_memory(monkeypatch):
+    monkeypatch.setattr(grade_all, "physical_cores", lambda: 16)
+    monkeypatch.setattr(grade_all, "available_memory_gb", lambda: 100.0)
+    assert grade_all.default_jobs() == 15
+    monkeypatch.setattr(grade_all, "available_memory_gb", lambda: 6.0)
+    assert grade_all.default_jobs() == 4
+    monkeypatch.setattr(grade_all, "physical_cores", lambda: 2)
+    assert grade_all.default_jobs() == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Slow: a class of 20, two at a time, against one grading on its own
+
+
+@pytest.mark.slow
+def test_parallel_verdicts_match_one_at_a_time(tmp_path):
+    alone = local.grade_in_root(paths.SOLUTION_MODEL, upload_name="model.py").results
+    folder = tmp_path / "class"
+    folder.mkdir()
+    texts = {f"solution{i}": variants.solution_text() for i in range(8)}
+    texts["starter"] = variants.starter_text()
+    texts.update({name: variants.buggy(name) for name in sorted(variants.BUGGY)[:11]})
+    assert len(texts) == 20
+    for name, text in texts.items():
+        (folder / f"{name}.py").write_text(text)
+    out = tmp_path / "grades"
+    assert grade_all.main([str(folder), "--out", str(out), "--jobs", "2", "--no-progress"]) == 0
+    rows = read_csv(out / "grades.csv")
+    verdicts = [(t["name"], t["status"]) for t in alone["tests"]]
+    assert alone["score"] == 50
+    for i in range(8):
+        results = json.loads((out / "results" / f"solution{i}.json").read_text())
+        assert [(t["name"], t["status"]) for t in results["tests"]] == verdicts, results
+        assert rows[f"solution{i}"]["total"] == "50"
+    assert rows["starter"]["total"] == "0"
+    for name in sorted(variants.BUGGY)[:11]:
+        must_fail = variants.BUGGY[name][0]
+        results = json.loads((out / "results" / f"{name}.json").read_text())
+        public = [t for t in results["tests"] if t["visibility"] == "visible" and "(public)" in t["name"]]
+        failed = {PIECE_OF[t["name"]] for t in public if t["status"] == "failed"}
+        assert set(must_fail) <= failed, (name, failed)
