@@ -468,6 +468,7 @@ def apply_gates(grader: Grader, tests, rows):
     only if the kernel-timed confirmation of their speed test (rubric.SPEED) reaches its ratio.
     A confirmation that could not be measured because the machine was busy takes nothing; one
     that could not be measured because the student's code failed on the speed fixture does."""
+    failed = _failed_public_pieces(tests, rows)
     for piece, policy in rubric.SPEED.items():
         row = next((r for t, r in zip(tests, rows) if t.piece == piece), None)
         if row is None or row["output"].startswith("ERROR") or piece in grader.not_measured:
@@ -475,6 +476,8 @@ def apply_gates(grader: Grader, tests, rows):
         ratio = grader.confirmed.get(piece)
         if ratio is not None and ratio >= policy.confirm_ratio:
             continue
+        if ratio is None and failed & set(rubric.PREREQUISITES.get(policy.piece, ())):
+            continue  # its speed test failed because a piece it uses fails: that costs points there
         if ratio is None:
             why = (
                 f"the speed test, which confirms this by measuring the cost, could not run your "
@@ -491,12 +494,16 @@ def apply_gates(grader: Grader, tests, rows):
                 r.update(score=0.0, status="failed", output=message)
 
 
+def _failed_public_pieces(tests, rows) -> set:
+    return {
+        t.piece for t, r in zip(tests, rows) if r["status"] != "passed" and t.visibility == rubric.VISIBLE
+    }
+
+
 def name_prerequisites(tests, rows):
     """A failed row whose piece uses another piece that failed its public test says to fix that
     one first (rubric.PREREQUISITES), so one mistake reads as one mistake."""
-    failed = {
-        t.piece for t, r in zip(tests, rows) if r["status"] != "passed" and t.visibility == rubric.VISIBLE
-    }
+    failed = _failed_public_pieces(tests, rows)
     for test, row in zip(tests, rows):
         if row["status"] == "passed" or row["output"].startswith(("ERROR", "NOT MEASURED")):
             continue

@@ -118,6 +118,7 @@ LOAD_RETRIES = 2  # re-runs of a job that timed out on a busy machine, each with
 # ---------------------------------------------------------------------------------------
 # Dependencies: a failing piece's message names these when they fail too ("fix ... first").
 PREREQUISITES = {
+    "gpt_decode": ("attn_decode",),
     "generate_kv": ("prefill", "attn_decode", "gpt_decode"),
     "kv_speed": ("generate_kv",),
     "speculative": ("attn_decode", "gpt_decode"),

@@ -2,7 +2,9 @@
 
 BUGGY: each one realistic mistake, made by a text substitution in the reference (every
 substitution must apply exactly once, so a change in the solution that breaks one is caught),
-with the pieces whose public test must then fail.
+with the one piece whose tests must then fail: every other piece is graded on its own (the
+grader's cache allocation and cache-less stand-ins for decode replace a broken earlier piece),
+so a mistake costs the points of its piece only.
 HOSTILE: files that attack or break the grader; each must still get a valid results.json.
 GOOD: other correct implementations (e.g. speculative decoding without a cache) that must pass.
 """
@@ -41,7 +43,7 @@ def replace_region(text: str, piece: str, body: str, occurrence: int = 0) -> str
 # (name, pieces whose public test must fail, substitutions)
 BUGGY = {
     "decode_position_off_by_one": (
-        ("gpt_decode", "generate_kv", "speculative"),
+        ("gpt_decode",),
         [
             (
                 "pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)",
@@ -50,15 +52,15 @@ BUGGY = {
         ],
     ),
     "cache_not_advanced": (
-        ("attn_decode", "gpt_decode", "generate_kv"),
+        ("attn_decode",),
         [("        self.seq_pos = end\n        keys", "        self.seq_pos = start\n        keys")],
     ),
     "cache_advanced_twice": (
-        ("attn_decode", "gpt_decode", "generate_kv"),
+        ("attn_decode",),
         [("        self.seq_pos = end\n        keys", "        self.seq_pos = end + T\n        keys")],
     ),
     "wrong_cache_slice": (
-        ("attn_decode", "gpt_decode", "generate_kv"),
+        ("attn_decode",),
         [
             ("keys = self.kv_cache[0, :B, :, :end]", "keys = self.kv_cache[0, :B, :, 1:end]"),
             ("values = self.kv_cache[1, :B, :, :end]", "values = self.kv_cache[1, :B, :, 1:end]"),
@@ -72,11 +74,11 @@ BUGGY = {
         ],
     ),
     "multi_token_mask_wrong": (
-        ("attn_decode", "speculative"),
+        ("attn_decode",),
         [("values.to(q.dtype), q_start=start)", "values.to(q.dtype), q_start=0)")],
     ),
     "batch_rows_mixed": (
-        ("attn_decode", "gpt_decode", "generate_kv"),
+        ("attn_decode",),
         [("self.kv_cache[0, :B, :, start:end] = k\n", "self.kv_cache[0, :B, :, start:end] = k.roll(1, 0)\n")],
     ),
     "state_leaks_between_calls": (

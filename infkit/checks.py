@@ -441,10 +441,51 @@ def _decode_prompt(shape, seed, batch=2, total=14):
     return fixtures.random_prompt(batch, total, fixtures.config_kwargs(shape)["vocab_size"], seed=seed + 3)
 
 
+def attention_problem(module, shape) -> str:
+    """'' if layer 0's decode() matches the attention's forward() for a chunk and then single
+    tokens (in DEBUG); else what went wrong."""
+    try:
+        _, ys, _ = _decode_chunks(module, shape, 0)
+    except Exception as e:
+        return f"CausalSelfAttention.decode raised {type(e).__name__}"
+    model = _model(module, shape, 0)
+    x, chunks = _attn_input(shape, 0)
+    with torch.no_grad():
+        expected = model.transformer.h[0].attn(x)
+    ok = all(_close(y, expected[:, a:b]) for (a, b), y in zip(chunks, ys))
+    return "" if ok else "CausalSelfAttention.decode does not match forward()"
+
+
+def use_standin_attention(model):
+    """Replace every layer's decode() by the grader's cache-less stand-in: the given attention
+    forward() over the hidden states the cache would hold (positions 0..seq_pos-1). GPT.decode
+    is then graded on its own logic when the student's attention decode is wrong."""
+    for block in model.transformer.h:
+        attn, state = block.attn, {"x": None}
+
+        def decode(x, attn=attn, state=state):
+            kept = 0 if state["x"] is None else min(attn.seq_pos, state["x"].size(1))
+            previous = x[:, :0] if state["x"] is None else state["x"][:, :kept]
+            state["x"] = torch.cat((previous, x), dim=1)
+            attn.seq_pos = state["x"].size(1)
+            return attn(state["x"])[:, kept:]
+
+        attn.decode = decode
+
+
+STANDIN_ATTENTION_NOTE = (
+    "graded with the grader's stand-in for the attention's decode, because yours does not match "
+    "forward() (see attn_decode): GPT.decode's own logic is right"
+)
+
+
 def probe_gpt_decode(module, rec, shape=PUBLIC_SHAPE, seed=0):
     model = _model(module, shape, seed)
     idx = _decode_prompt(shape, seed)
     ensure_cache(model, idx.size(0))
+    rec["standin_attention"] = bool(attention_problem(module, shape))
+    if rec["standin_attention"]:
+        use_standin_attention(model)
     rec["kv_pos"], rec["steps"] = [], []
     for t in range(idx.size(1)):
         rec["kv_pos"].append(_as_int(model.kv_pos))
@@ -477,7 +518,8 @@ def judge_gpt_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
             )
     if len(steps) != total:
         return ""
-    return f"GPT.decode matched forward() at {total} one-token steps from an empty cache, batch {B}"
+    summary = f"GPT.decode matched forward() at {total} one-token steps from an empty cache, batch {B}"
+    return summary + (f" ({STANDIN_ATTENTION_NOTE})" if rec.get("standin_attention") else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -531,17 +573,85 @@ def compare_greedy(model, got, expected, what: str, near_tie=None, failure=Check
 
 
 class _TokenCounter:
-    """Counts how many tokens pass through a model's first c_attn per call."""
+    """Counts how many tokens pass through a model's first c_attn per call. While the grader's
+    stand-in decode (below) runs, it counts the tokens the student's code handed to it."""
 
     def __init__(self, model):
         self.calls: list[int] = []
+        self.model = model
         self.handle = model.transformer.h[0].attn.c_attn.register_forward_hook(self._hook)
+        model.__dict__.setdefault("_grader_counters", []).append(self)
 
     def _hook(self, mod, inp, out):
-        self.calls.append(int(inp[0].shape[1]))
+        if not self.model.__dict__.get("_grader_standin_busy"):
+            self.calls.append(int(inp[0].shape[1]))
 
     def remove(self):
         self.handle.remove()
+        self.model.__dict__["_grader_counters"].remove(self)
+
+
+def decode_problem(module, shape) -> str:
+    """'' if the prefill and GPT.decode pieces match forward() for a prompt, a single token and
+    a chunk (in DEBUG); else what went wrong. Decides whether generation is graded on the
+    grader's stand-in for them."""
+    model = _model(module, shape, 0)
+    idx = _decode_prompt(shape, 0, batch=2, total=8)
+    try:
+        ensure_cache(model, idx.size(0))
+        got = torch.cat(
+            [
+                model.prefill(idx[:, :5], all_logits=True),
+                model.decode(idx[:, 5:6]),
+                model.decode(idx[:, 6:8]),
+            ],
+            dim=1,
+        )
+    except Exception as e:
+        return f"prefill or GPT.decode raised {type(e).__name__}"
+    expected, _ = model(idx, all_logits=True)
+    return "" if _close(got, expected) else "GPT.decode does not match forward()"
+
+
+def use_standin_decode(*models):
+    """Replace prefill() and decode() of `models` by the grader's cache-less stand-in: the given
+    forward() over the tokens that the cache would hold (positions 0..kv_pos-1, so set_kv_pos
+    rollbacks work). Generation is then graded on its own logic when the student's decode
+    pieces are wrong (graded in attn_decode / gpt_decode). Correct results, no speed."""
+    for model in models:
+        state = {"tokens": None}
+
+        def run(tokens, model=model, state=state):
+            state["tokens"] = tokens
+            model.set_kv_pos(tokens.size(1))
+            model.__dict__["_grader_standin_busy"] = True
+            try:
+                logits, _ = model(tokens, all_logits=True)
+            finally:
+                model.__dict__["_grader_standin_busy"] = False
+            for counter in model.__dict__.get("_grader_counters", []):
+                counter.calls.append(tokens.size(1) - state["kept"])
+            return logits
+
+        def prefill(idx, all_logits=False, model=model, state=state, run=run):
+            model.setup_kv_cache(idx.size(0))
+            state["kept"] = 0
+            logits = run(idx)
+            return logits if all_logits else logits[:, -1:]
+
+        def decode(idx, model=model, state=state, run=run):
+            kept = 0 if state["tokens"] is None else min(model.kv_pos, state["tokens"].size(1))
+            previous = idx[:, :0] if state["tokens"] is None else state["tokens"][:, :kept]
+            state["kept"] = kept
+            return run(torch.cat((previous, idx), dim=1))[:, kept:]
+
+        model.prefill, model.decode = prefill, decode
+
+
+STANDIN_NOTE = (
+    "graded with the grader's stand-in for prefill and GPT.decode, because yours do not match "
+    "forward() (see prefill, attn_decode and gpt_decode): this piece's own logic is right"
+)
 
 
 def _kv_cases(shape):
@@ -574,6 +684,9 @@ GRADER_CACHE_NOTE = (
 def probe_generate_kv(module, rec, shape=PUBLIC_SHAPE, seed=0):
     model = _model(module, shape, seed)
     rec["grader_cache"] = repair_cache_allocation(model)
+    rec["standin_decode"] = bool(decode_problem(module, shape))
+    if rec["standin_decode"]:
+        use_standin_decode(model)
     cases, (a, new_a), (b, new_b) = _kv_prompts(shape, seed)
     rec["out"], rec["calls"] = [], []
     for idx, new in cases:
@@ -595,6 +708,7 @@ def judge_generate_kv(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
     model = _model(ref, shape, seed)
     cases, _, (b, new_b) = _kv_prompts(shape, seed)
     notes = [GRADER_CACHE_NOTE] if rec.get("grader_cache") else []
+    notes += [STANDIN_NOTE] if rec.get("standin_decode") else []
     expected_all = []
     for (idx, new), got, calls in zip(cases, rec.get("out", []), rec.get("calls", [])):
         B, T = idx.shape
@@ -668,6 +782,9 @@ def probe_speculative(module, rec, shape=PUBLIC_SHAPE, seed=0):
     stranger = fixtures.make_model(module, dict(fixtures.config_kwargs(shape), n_layer=1), seed=seed + 99)
     identical = copy.deepcopy(target)
     rec["grader_cache"] = repair_cache_allocation(target, draft, stranger, identical)
+    rec["standin_decode"] = bool(decode_problem(module, shape))
+    if rec["standin_decode"]:
+        use_standin_decode(target, draft, stranger, identical)
     drafts = dict(zip(DRAFTS, (draft, stranger, identical)))
     cases = list(zip(_spec_prompts(shape, seed), _spec_cases(shape)))
     rec["out"], rec["calls"] = [], []
@@ -698,6 +815,7 @@ def judge_speculative(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
     expected = [target.generate(idx, new, top_k=1) for idx, (_, new, _) in zip(prompts, cases)]
     runs = [(name, i) for name in DRAFTS for i in range(len(cases))]
     notes = [GRADER_CACHE_NOTE] if rec.get("grader_cache") else []
+    notes += [STANDIN_NOTE] if rec.get("standin_decode") else []
     for (name, i), got, calls in zip(runs, rec.get("out", []), rec.get("calls", [])):
         prompt_len, new, k = prompts[i].size(1), cases[i][1], cases[i][2]
         what = f"generate_speculative with {name} (prompt {prompt_len}, {new} new, num_speculative={k})"

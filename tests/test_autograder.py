@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autograder import build, harness, rubric, sandbox, variants
-from infkit import paths
+from infkit import checks, loading, paths
 
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
 
@@ -217,9 +217,31 @@ def test_optional_sampling_piece(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(variants.BUGGY))
+def test_buggy_submission_costs_only_its_piece(tmp_path, name):
+    """One mistake, one piece: exactly the piece with the bug fails (in process, public shape)."""
+    (piece,) = variants.BUGGY[name][0]
+    path = tmp_path / "model.py"
+    path.write_text(variants.buggy(name))
+    module = loading.load_model_module(path, debug=True)
+    failing, fast_failing = [], []
+    for p in checks.PIECES:
+        try:
+            checks.CHECKS[p](module)
+        except checks.FastPathFailed:
+            if rubric.FAST_PATH_EXPLAINED_BY.get(p) not in fast_failing:  # as the harness judges
+                failing.append(p)
+            fast_failing.append(p)
+        except Exception:
+            failing.append(p)
+    assert failing == [piece]
+
+
+@pytest.mark.parametrize(
+    "name", ["decode_position_off_by_one", "prefill_wrong_slot", "spec_verifies_one_by_one"]
+)
 def test_buggy_submission_loses_points(tmp_path, name):
-    pieces = variants.BUGGY[name][0]
-    results = grade_text(tmp_path, variants.buggy(name), tests=public(pieces[0]))
+    (piece,) = variants.BUGGY[name][0]
+    results = grade_text(tmp_path, variants.buggy(name), tests=public(piece))
     (row,) = results["tests"]
     assert row["score"] == 0 and row["output"].startswith("FAIL"), row
 
@@ -227,13 +249,15 @@ def test_buggy_submission_loses_points(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(variants.BUGGY))
 def test_buggy_submission_full_grading(tmp_path, name):
-    pieces = variants.BUGGY[name][0]
-    checks_only = [t for t in rubric.TESTS if t.kind == "check" and t.visibility == rubric.VISIBLE]
-    results = grade_text(tmp_path, variants.buggy(name), tests=checks_only)
-    for piece in pieces:
-        assert all(r["score"] == 0 for r in rows(results, piece)), piece
-    assert all(r["status"] == "passed" for r in rows(results, "buffers"))  # partial credit stays
-    assert 0 < results["score"] < sum(t.points for t in checks_only)
+    """The self-test's measure of partial credit: a single-bug file loses exactly the points of
+    the piece with the bug, plus the speed rows that run the buggy code (they time the student's
+    own methods, with no stand-ins)."""
+    (piece,) = variants.BUGGY[name][0]
+    results = grade_text(tmp_path, variants.buggy(name))
+    lost = {t.piece for t, r in zip(rubric.TESTS, results["tests"]) if r["score"] < t.points}
+    assert piece in lost and lost - {piece} <= {"kv_speed", "spec_speed"}, [
+        r for r in results["tests"] if r["status"] != "passed"
+    ]
 
 
 def test_solution_speed_verdicts_are_stable(tmp_path):
