@@ -83,10 +83,12 @@ class Grader:
         self.work = work
         self.deadline = time.monotonic() + budget_s
         self.timeout_scale = timeout_scale
-        self.user = sandbox.worker_user()
-        if self.user and not sandbox.can_run_as(self.user):
-            print(f"WARNING: uid {self.user[0]} cannot run {sys.executable}; the worker runs as this user")
-            self.user = None
+        # Fail closed: as root, student code runs as the worker account or not at all.
+        self.user, self.cannot_run = sandbox.choose_worker()
+        if self.cannot_run:
+            print(f"HARNESS ERROR: {self.cannot_run}")
+        for warning in sandbox.confine.warnings(sandbox.confine.probe()):
+            print(warning)
         if self.user:  # the worker may pass through our folder, but not list or read it
             work.chmod(0o711)
         self.code = sandbox.prepare_code_dir(work)
@@ -101,6 +103,8 @@ class Grader:
         self._expected_cpu = {}
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
+        if self.cannot_run:
+            raise HarnessError(self.cannot_run)
         if self.import_error:
             raise Skip(self.import_error)
         if test.piece in self.timed_out:

@@ -1,5 +1,7 @@
-"""Run the worker on untrusted code: its own process group, an unprivileged user where we are
-root, rlimits on memory / CPU time / file size, a wall-clock timeout, output to a capped log.
+"""Run the worker on untrusted code: its own process group, an unprivileged account where we
+are root (never root itself: the harness refuses to grade instead), rlimits on memory / CPU time /
+file size / processes, no network (confine.py), a wall-clock timeout, output to a capped log,
+and after the job nothing of it left running or on disk (confine.end_job, remove_files_of).
 
 Only the harness (the parent) reads what comes back, and it trusts none of it: see harness.py.
 """
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infkit import paths
+
+from . import confine
 
 # The unprivileged account that setup.sh creates; `nobody` where it does not exist.
 WORKER_USERS = (os.environ.get("AUTOGRADER_WORKER_USER", "autograder-student"), "nobody")
@@ -40,33 +44,66 @@ class WorkerResult:
 
 def worker_user():
     """(uid, gid) to drop to, or None when not root (then the worker runs as ourselves)."""
-    if os.geteuid() != 0 or os.environ.get("AUTOGRADER_NO_DROP") == "1":
+    if os.geteuid() != 0:
         return None
     for name in WORKER_USERS:
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
             continue
-        return entry.pw_uid, entry.pw_gid
+        if entry.pw_uid != 0:
+            return entry.pw_uid, entry.pw_gid
+    return None
+
+
+def worker_python() -> str:
+    """The interpreter the worker runs: ours, or AUTOGRADER_WORKER_PYTHON (the same environment
+    installed where the worker account can read it, e.g. when ours lives in root's home)."""
+    return os.environ.get("AUTOGRADER_WORKER_PYTHON") or sys.executable
+
+
+def cannot_run_as(user) -> str | None:
+    """Why `user` cannot start the worker's Python under the worker's confinement, or None."""
+    try:
+        done = subprocess.run(
+            [worker_python(), "-E", "-s", "-c", "pass"],
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+            preexec_fn=_confine(user, 60, MEMORY_MB),
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        confine.end_job(user)
+    if done.returncode != 0:
+        return f"exit code {done.returncode}: {done.stderr.decode('utf-8', 'replace')[-300:]}"
     return None
 
 
 def can_run_as(user) -> bool:
-    """Whether `user` can start our Python (its venv must be readable by that account)."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-E", "-s", "-c", "pass"],
-            user=user[0],
-            group=user[1],
-            extra_groups=[],
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            timeout=60,
-        )
-        return done.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+    return cannot_run_as(user) is None
+
+
+def choose_worker():
+    """(account to run student code as, None) or (None, why we must not grade). Not root: the
+    worker runs as ourselves. Root: as the worker account, or not at all (fail closed)."""
+    if os.geteuid() != 0:
+        return None, None
+    user = worker_user()
+    if user is None:
+        why = f"none of the accounts {', '.join(WORKER_USERS)} exists (setup.sh creates {WORKER_USERS[0]})"
+    else:
+        why = cannot_run_as(user)
+        if why:
+            why = (
+                f"uid {user[0]} cannot run {worker_python()} ({why}); install the environment where "
+                "that account can read it, or set AUTOGRADER_WORKER_PYTHON to such a copy"
+            )
+    if why:
+        return None, f"refusing to run student code as root: {why}."
+    return user, None
 
 
 def prepare_code_dir(parent: Path) -> Path:
@@ -92,13 +129,25 @@ def new_job_dir(parent: Path, user) -> Path:
     return job
 
 
-def _limits(cpu_s: int, memory_mb: int):
+def _confine(user, cpu_s: int, memory_mb: int):
+    """What the worker's process does between fork and exec: as root, its own network and IPC
+    namespaces, then the drop to `user`; the limits; the socket filter last (it sets
+    no_new_privs, which would not matter to root but keeps the account from regaining any)."""
+
     def apply():
+        if user:
+            confine.unshare_network_and_ipc()  # refused in some containers: probed and reported
+            os.setgroups([])
+            os.setgid(user[1])
+            os.setuid(user[0])
+            # threads count against it, and it is per account: only for a dedicated account
+            resource.setrlimit(resource.RLIMIT_NPROC, (confine.MAX_PROCESSES, confine.MAX_PROCESSES))
         mb = 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_MB * mb, MAX_FILE_MB * mb))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        confine.install_socket_filter()
 
     return apply
 
@@ -124,10 +173,8 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
         "INFKIT_OFFLINE": "1",
         "INFKIT_CACHE": str(job_dir / "cache"),
     }
-    cmd = [sys.executable, "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
-    extra = {}
-    if user:
-        extra = dict(user=user[0], group=user[1], extra_groups=[])
+    cmd = [worker_python(), "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
+    confine.become_subreaper()  # what the worker detaches comes back to us: see end_job
     timed_out = False
     # The log is read back through this same descriptor: the worker may rename or replace the
     # file (say, by a link to a grader file), but not the inode we opened.
@@ -142,8 +189,7 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: we can kill all it started
-            preexec_fn=_limits(int(timeout_s) + 1, memory_mb),
-            **extra,
+            preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb),
         )
         # wait4 rather than Popen.wait: it also returns the worker's CPU time as the kernel
         # counted it, which the speed tests use because the worker's own clocks can be faked.
@@ -162,10 +208,22 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
         finally:
             _kill_group(proc.pid)
             proc.wait()
+            # Helpers it detached (setsid, double fork) are killed and reaped here, and the CPU
+            # they used is charged to the job: work moved out of the worker still counts.
+            cpu_s += end_job(user)
         size = os.fstat(log.fileno()).st_size
         log.seek(max(0, size - LOG_TAIL))
         tail = log.read(LOG_TAIL).decode("utf-8", "replace")
     return WorkerResult(proc.returncode, timed_out, size, tail, job_dir / "out.pt", cpu_s)
+
+
+def end_job(user) -> float:
+    """Nothing of a job outlives it: its processes (CPU seconds returned) and, for a separate
+    account, its files in the shared writable folders, which the next worker could read."""
+    cpu_s = confine.end_job(user)
+    if user:
+        confine.remove_files_of(user[0])
+    return cpu_s
 
 
 def is_plain_file(path: Path) -> bool:

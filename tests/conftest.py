@@ -1,8 +1,17 @@
 """Shared fixtures for the kit's own tests: the solution and the starter, loaded in DEBUG."""
 
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
 import pytest
 import torch
 
+from autograder import sandbox
 from infkit import fixtures, loading, paths
 
 # The fixtures are tiny: one thread avoids thread-pool overhead and oversubscription on
@@ -29,3 +38,34 @@ def tiny(sol):
 @pytest.fixture(scope="session")
 def tiny_pair(sol):
     return fixtures.make_pair(sol, "tiny", seed=0)
+
+
+def _worker_python_for_root():
+    """As root, the autograder runs student code as an unprivileged account or refuses to grade.
+    Where that account cannot run this interpreter (pyenv in root's home, say), point the
+    workers at a venv of the system's Python of the same version that sees our packages, so the
+    tests exercise the real privilege drop; with none, grading fails closed and tests say so."""
+    user = sandbox.worker_user()
+    if user is None or os.environ.get("AUTOGRADER_WORKER_PYTHON") or sandbox.can_run_as(user):
+        return
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    base = shutil.which(f"python{version}", path="/usr/bin:/usr/local/bin")
+    if base is None:
+        return
+    venv = tempfile.mkdtemp(prefix="worker-python-")
+    os.chmod(venv, 0o755)
+    atexit.register(shutil.rmtree, venv, ignore_errors=True)
+    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True)
+    site = subprocess.run(
+        [f"{venv}/bin/python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    with open(f"{site}/infkit-shared.pth", "w") as f:
+        f.write("\n".join(sorted(ours)) + "\n")
+    os.environ["AUTOGRADER_WORKER_PYTHON"] = f"{venv}/bin/python"
+
+
+_worker_python_for_root()
