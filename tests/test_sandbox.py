@@ -202,6 +202,7 @@ def test_fork_bomb_is_contained(tmp_path):
     token = new_token()
     results = grade_file(tmp_path, hostile("fork_bomb", token=token), "buffers")
     (row,) = results["tests"]
+    assert "fork bomb: " in row["output"], row["output"]
     started = int(row["output"].split("fork bomb: ")[1].split()[0])
     assert started < confine.MAX_PROCESSES, row["output"]
     assert not processes_named(token)
