@@ -29,6 +29,8 @@ MEMORY_MB = int(os.environ.get("AUTOGRADER_WORKER_MEM_MB", "1024"))  # address s
 MAX_FILE_MB = 64  # any one file the worker writes: its printed output, its out.pt
 MAX_OUT_MB = 32  # the largest out.pt the harness agrees to read
 TOO_MUCH_OUTPUT = f"your code printed more than {MAX_FILE_MB} MB (prints in a loop?) and was stopped."
+# worker.py's signal that the grader's own packages did not import (kept in step with it)
+WORKER_BROKEN, WORKER_BROKEN_EXIT = "AUTOGRADER-WORKER-BROKEN", 86
 LOG_TAIL = 1500  # characters of the worker's output shown with a failure
 
 
@@ -240,6 +242,11 @@ def explain_crash(r: WorkerResult, timeout_s: float, memory_mb: int = MEMORY_MB)
     if r.timed_out:
         return f"your code did not finish within {timeout_s:.0f} s (an infinite loop, or far too slow?)."
     rc = r.returncode
+    if rc == WORKER_BROKEN_EXIT and WORKER_BROKEN in r.log_tail:
+        return (
+            "the grader's worker could not import its own packages (torch, the kit) before reading "
+            "your file: a problem with the autograder, not your code; please contact the course staff."
+        )
     if rc is not None and rc < 0:
         sig = -rc
         if sig == signal.SIGXFSZ:

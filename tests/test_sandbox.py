@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import confine, harness, rubric, sandbox, variants
+from autograder import confine, harness, rubric, sandbox, selfcheck, variants
 from infkit import paths
 
 
@@ -216,3 +216,56 @@ def test_job_cannot_read_another_jobs_folder(tmp_path):
     for row in results["tests"]:
         assert "not implemented yet" in row["output"] and "read another job" not in row["output"], row
     assert not processes_named(token)
+
+
+# ---------------------------------------------------------------------------------------
+# setup.sh's self-check: passes on this build, fails on each broken one
+
+
+def run_selfcheck(**env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "autograder.selfcheck"],
+        cwd=paths.ROOT,
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_selfcheck_passes_here():
+    done = run_selfcheck()
+    assert done.returncode == 0 and "selfcheck: ok" in done.stdout, done.stdout + done.stderr
+
+
+def test_selfcheck_fails_when_the_worker_cannot_import_torch():
+    """A worker too small to import torch (as a CUDA build was under the 1 GB cap) also scores 0
+    on the starter; the self-check wants the starter's "not implemented yet" records."""
+    done = run_selfcheck(AUTOGRADER_WORKER_MEM_MB="150")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 'should give "not implemented yet" for every test' in done.stderr, done.stderr
+
+
+@needs_root
+def test_selfcheck_fails_when_the_account_cannot_run_python(tmp_path):
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    (hidden / "python").symlink_to(sandbox.worker_python())
+    done = run_selfcheck(AUTOGRADER_WORKER_PYTHON=str(hidden / "python"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "refusing to run student code as root" in done.stderr, done.stderr
+
+
+def test_selfcheck_rejects_a_cuda_torch(monkeypatch):
+    import torch
+
+    assert selfcheck.install_problem() is None  # this kit's torch is a CPU build
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    problem = selfcheck.install_problem()
+    assert problem and "is a CUDA build" in problem and "download.pytorch.org/whl/cpu" in problem
+
+
+def test_worker_and_harness_agree_on_the_broken_worker_signal():
+    from autograder import worker
+
+    assert (worker.BROKEN, worker.BROKEN_EXIT) == (sandbox.WORKER_BROKEN, sandbox.WORKER_BROKEN_EXIT)
