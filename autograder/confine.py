@@ -9,9 +9,11 @@ os.unshare), and the clean-up after each job.
   next worker), where the kernel allows it.
 - Always, a seccomp filter lets the worker create Unix sockets only (no TCP/UDP/raw/netlink)
   and no io_uring, which could open sockets behind the filter's back.
-- After each job, as root: every process of the worker account is killed (kill(-1) sent as that
-  account, which the kernel applies atomically, so a fork bomb cannot outrun it) and its files
-  in the shared writable folders (/tmp, /var/tmp, /dev/shm, ...) are removed.
+- After each job: every process descended from the harness is killed and reaped, and as root
+  every process of the worker account (kill(-1) sent as that account, which the kernel applies
+  atomically, so a fork bomb cannot outrun it; not for `nobody`, which others use) and its files
+  in the shared writable folders (/tmp, /var/tmp, /dev/shm, ...) and its System V IPC objects
+  are removed.
 """
 
 import ctypes
@@ -211,17 +213,17 @@ def _kill_all_as(user):
     subprocess.run(["/bin/true"], preexec_fn=as_worker, check=False)
 
 
-def end_job(user, rounds: int = 200) -> float:
-    """Kill what the job left running (our descendants; as root, every process of the worker
-    account), reap it, and return the CPU seconds of what we reaped: work a detached helper did
-    during the job is charged to the job."""
+def end_job(user, kill_account: bool = False, rounds: int = 200) -> float:
+    """Kill what the job left running (our descendants; with `kill_account`, every process of
+    the worker account), reap it, and return the CPU seconds of what we reaped: work a detached
+    helper did during the job is charged to the job."""
     cpu, me = 0.0, os.getpid()
     for _ in range(rounds):
-        if user:
+        if kill_account:
             _kill_all_as(user)
         table = _processes()
         left = descendants(table, me)
-        if user:
+        if kill_account:
             left += [pid for pid, (_, uid) in table.items() if uid == user[0] and pid not in left]
         if not left:
             return cpu
@@ -239,6 +241,28 @@ def end_job(user, rounds: int = 200) -> float:
                     pass
         time.sleep(0.005)
     raise RuntimeError(f"processes of the worker are still running after {rounds} rounds of killing")
+
+
+def remove_ipc_of(uid: int) -> int:
+    """Remove the System V shared memory, message queues and semaphores `uid` owns (where the
+    kernel refused the worker its own IPC namespace they would outlive it); returns how many."""
+    removed = 0
+    for kind, remove in (
+        ("shm", lambda i: _libc.shmctl(i, 0, None)),  # 0: IPC_RMID
+        ("msg", lambda i: _libc.msgctl(i, 0, None)),
+        ("sem", lambda i: _libc.semctl(i, 0, 0)),
+    ):
+        try:
+            header, *rows = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+        except OSError:
+            continue
+        names = header.split()
+        for row in rows:
+            fields = dict(zip(names, row.split()))
+            ident = fields.get("shmid") or fields.get("msqid") or fields.get("semid")
+            if ident is not None and int(fields.get("uid", -1)) == uid and remove(int(ident)) == 0:
+                removed += 1
+    return removed
 
 
 def remove_files_of(uid: int) -> list[str]:

@@ -40,13 +40,18 @@ def tiny_pair(sol):
     return fixtures.make_pair(sol, "tiny", seed=0)
 
 
-def _worker_python_for_root():
+def _worker_for_root():
     """As root, the autograder runs student code as an unprivileged account or refuses to grade.
     Where that account cannot run this interpreter (pyenv in root's home, say), point the
     workers at a venv of the system's Python of the same version that sees our packages, so the
     tests exercise the real privilege drop; with none, grading fails closed and tests say so."""
+    if os.geteuid() != 0:
+        return
+    # A uid of its own for this session: the grader kills every process of its worker account
+    # after each job, which must not hit the workers of a test session running beside this one.
+    os.environ.setdefault("AUTOGRADER_WORKER_USER", str(2_000_000_000 + os.getpid()))
     user = sandbox.worker_user()
-    if user is None or os.environ.get("AUTOGRADER_WORKER_PYTHON") or sandbox.can_run_as(user):
+    if os.environ.get("AUTOGRADER_WORKER_PYTHON") or sandbox.can_run_as(user):
         return
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     base = shutil.which(f"python{version}", path="/usr/bin:/usr/local/bin")
@@ -68,4 +73,4 @@ def _worker_python_for_root():
     os.environ["AUTOGRADER_WORKER_PYTHON"] = f"{venv}/bin/python"
 
 
-_worker_python_for_root()
+_worker_for_root()

@@ -1,9 +1,10 @@
 """The worker's confinement: nothing the student starts outlives its job or reaches the network,
-and student code never runs as root (the grader refuses to grade instead).
+and student code never runs as root (the grader refuses to grade instead); setup.sh's self-check.
 
 The hostile submissions are graded through `python -m autograder.local` (what `make grade`
 runs) on one or two cheap public tests; they need root and a worker account that can run the
-worker's Python (tests/conftest.py provides one where it can)."""
+worker's Python (tests/conftest.py provides one where it can). Those grading two jobs, and the
+self-check's full runs, are marked slow."""
 
 import json
 import os
@@ -127,6 +128,7 @@ def test_no_worker_account_means_no_grading(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("the refusal only applies to root")
     monkeypatch.setattr(sandbox, "WORKER_USERS", ("no-such-account-xyz",))
+    monkeypatch.delenv("AUTOGRADER_WORKER_USER", raising=False)
     (tmp_path / "sub").mkdir()
     marker = tmp_path / "ran"
     (tmp_path / "sub" / "model.py").write_text(variants.starter_text() + f"\nopen({str(marker)!r}, 'w')\n")
@@ -209,6 +211,7 @@ def test_fork_bomb_is_contained(tmp_path):
     assert not confine.processes_of(sandbox.worker_user()[0])
 
 
+@pytest.mark.slow
 @needs_root
 def test_job_cannot_read_another_jobs_folder(tmp_path):
     token = new_token()
@@ -233,11 +236,13 @@ def run_selfcheck(**env) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_selfcheck_passes_here():
     done = run_selfcheck()
     assert done.returncode == 0 and "selfcheck: ok" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_selfcheck_fails_when_the_worker_cannot_import_torch():
     """A worker too small to import torch (as a CUDA build was under the 1 GB cap) also scores 0
     on the starter; the self-check wants the starter's "not implemented yet" records."""
@@ -269,3 +274,47 @@ def test_worker_and_harness_agree_on_the_broken_worker_signal():
     from autograder import worker
 
     assert (worker.BROKEN, worker.BROKEN_EXIT) == (sandbox.WORKER_BROKEN, sandbox.WORKER_BROKEN_EXIT)
+
+
+@needs_root
+def test_files_of_the_worker_account_are_removed():
+    uid, gid = sandbox.worker_user()
+    planted = [Path(folder) / new_token() for folder in ("/tmp", "/var/tmp", "/dev/shm")]
+    mine = Path("/tmp") / new_token()
+    for path in planted + [mine]:
+        path.write_text("for the next worker")
+    for path in planted:
+        os.chown(path, uid, gid)
+    (planted[0].parent / (planted[0].name + "-dir")).mkdir()
+    os.chown(planted[0].parent / (planted[0].name + "-dir"), uid, gid)
+    try:
+        removed = confine.remove_files_of(uid)
+        assert (
+            not [p for p in planted if p.exists()]
+            and not (planted[0].parent / (planted[0].name + "-dir")).exists()
+        )
+        assert str(mine) not in removed and mine.exists()  # others' files stay
+    finally:
+        mine.unlink()
+
+
+@needs_root
+def test_shared_memory_of_the_worker_account_is_removed():
+    """Where the kernel refuses the worker its own IPC namespace, System V objects would outlive
+    it: the sweep after each job removes the account's."""
+    uid, gid = sandbox.worker_user()
+
+    def as_worker():
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    code = "import ctypes; print(ctypes.CDLL(None).shmget(0, 4096, 0o600))"  # 0: IPC_PRIVATE
+    done = subprocess.run(
+        [sandbox.worker_python(), "-c", code], preexec_fn=as_worker, capture_output=True, text=True
+    )
+    shmid = int(done.stdout)
+    assert shmid >= 0, done.stderr
+    assert confine.remove_ipc_of(uid) >= 1
+    listed = Path("/proc/sysvipc/shm").read_text().split("\n")[1:]
+    assert not [row for row in listed if row.split()[1:2] == [str(shmid)]]
