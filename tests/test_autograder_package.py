@@ -38,6 +38,10 @@ def test_autograder_zip_layout(zips):
     with zipfile.ZipFile(zips[0]) as z:
         names = set(z.namelist())
         assert {"setup.sh", "run_autograder", "requirements.txt", "autograder/harness.py"} <= names
+        assert {
+            "autograder/selfcheck.py",
+            "autograder/confine.py",
+        } <= names  # setup.sh and the sandbox need them
         assert "starter/model.py" in names and not any(n.startswith("solution/") for n in names)
         for script in ("setup.sh", "run_autograder"):
             data = z.read(script)
@@ -132,6 +136,22 @@ def test_run_autograder_as_gradescope_would(zips, tmp_path):
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert [t["status"] for t in results["tests"]] == ["passed", "passed"], results
     assert results["score"] == 7
+
+
+@pytest.mark.slow
+def test_selfcheck_from_the_unpacked_zip(zips, tmp_path):
+    """setup.sh's last step, as on Gradescope: from the unpacked source, with this venv."""
+    source = extract(zips[0], tmp_path / "source")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AUTOGRADER_ROOT")}
+    done = subprocess.run(
+        [sys.executable, "-m", "autograder.selfcheck"],
+        cwd=source,
+        env=dict(env, PYTHONPATH=str(source)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and "selfcheck: ok" in done.stdout, done.stdout + done.stderr
 
 
 def test_handout_contents(zips):
