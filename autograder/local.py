@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from autograder import sandbox
 from infkit import paths
 
 
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
             sub.mkdir()
             shutil.copy(args.submission, sub / args.submission.name)
         (root / "results").mkdir()
+        # as root on a development machine whose Python the worker account cannot reach
+        sandbox.provide_worker_python(sandbox.worker_user())
         env = dict(os.environ, AUTOGRADER_ROOT=str(root), PYTHONPATH=str(paths.ROOT))
         subprocess.run([sys.executable, "-m", "autograder.harness"], cwd=paths.ROOT, env=env, check=False)
         results_file = root / "results" / "results.json"

@@ -6,6 +6,7 @@ and after the job nothing of it left running or on disk (confine.end_job, remove
 Only the harness (the parent) reads what comes back, and it trusts none of it: see harness.py.
 """
 
+import atexit
 import os
 import pwd
 import resource
@@ -14,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -66,6 +68,29 @@ def worker_python() -> str:
     """The interpreter the worker runs: ours, or AUTOGRADER_WORKER_PYTHON (the same environment
     installed where the worker account can read it, e.g. when ours lives in root's home)."""
     return os.environ.get("AUTOGRADER_WORKER_PYTHON") or sys.executable
+
+
+def provide_worker_python(user) -> str | None:
+    """For a development machine run as root whose interpreter the worker account cannot reach
+    (pyenv in root's home, say): a venv of the system's Python of the same version that sees our
+    packages, in a folder the account can read, set as AUTOGRADER_WORKER_PYTHON for this process
+    and its children. Nothing to do when the account can run ours (Gradescope's venv is made
+    readable by setup.sh). Returns the interpreter the workers will run, or None."""
+    if user is None or os.environ.get("AUTOGRADER_WORKER_PYTHON") or can_run_as(user):
+        return os.environ.get("AUTOGRADER_WORKER_PYTHON") or (sys.executable if user else None)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = shutil.which(version, path="/usr/bin:/usr/local/bin")
+    if base is None:
+        return None
+    venv = tempfile.mkdtemp(prefix="worker-python-")
+    os.chmod(venv, 0o755)
+    atexit.register(shutil.rmtree, venv, ignore_errors=True)
+    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True)
+    site = Path(venv, "lib", version, "site-packages")
+    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (site / "infkit-shared.pth").write_text("\n".join(ours) + "\n")
+    os.environ["AUTOGRADER_WORKER_PYTHON"] = f"{venv}/bin/python"
+    return os.environ["AUTOGRADER_WORKER_PYTHON"]
 
 
 def cannot_run_as(user) -> str | None:
@@ -144,7 +169,8 @@ def _confine(user, cpu_s: int, memory_mb: int):
             os.setgroups([])
             os.setgid(user[1])
             os.setuid(user[0])
-            # threads count against it, and it is per account: only for a dedicated account
+            # per account, threads included (a worker uses fewer than 20); only once dropped,
+            # since root ignores it and our own account runs more than the worker
             resource.setrlimit(resource.RLIMIT_NPROC, (confine.MAX_PROCESSES, confine.MAX_PROCESSES))
         mb = 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))

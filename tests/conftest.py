@@ -1,12 +1,6 @@
 """Shared fixtures for the kit's own tests: the solution and the starter, loaded in DEBUG."""
 
-import atexit
 import os
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tempfile
 
 import pytest
 import torch
@@ -41,36 +35,15 @@ def tiny_pair(sol):
 
 
 def _worker_for_root():
-    """As root, the autograder runs student code as an unprivileged account or refuses to grade.
-    Where that account cannot run this interpreter (pyenv in root's home, say), point the
-    workers at a venv of the system's Python of the same version that sees our packages, so the
-    tests exercise the real privilege drop; with none, grading fails closed and tests say so."""
+    """As root, the autograder runs student code as an unprivileged account or refuses to grade;
+    give this session a uid of its own and, where needed, a Python that uid can run, so the
+    tests exercise the real privilege drop (with none, grading fails closed and tests say so)."""
     if os.geteuid() != 0:
         return
-    # A uid of its own for this session: the grader kills every process of its worker account
-    # after each job, which must not hit the workers of a test session running beside this one.
+    # The grader kills every process of its worker account after each job, which must not hit
+    # the workers of a test session running beside this one.
     os.environ.setdefault("AUTOGRADER_WORKER_USER", str(2_000_000_000 + os.getpid()))
-    user = sandbox.worker_user()
-    if os.environ.get("AUTOGRADER_WORKER_PYTHON") or sandbox.can_run_as(user):
-        return
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    base = shutil.which(f"python{version}", path="/usr/bin:/usr/local/bin")
-    if base is None:
-        return
-    venv = tempfile.mkdtemp(prefix="worker-python-")
-    os.chmod(venv, 0o755)
-    atexit.register(shutil.rmtree, venv, ignore_errors=True)
-    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True)
-    site = subprocess.run(
-        [f"{venv}/bin/python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    with open(f"{site}/infkit-shared.pth", "w") as f:
-        f.write("\n".join(sorted(ours)) + "\n")
-    os.environ["AUTOGRADER_WORKER_PYTHON"] = f"{venv}/bin/python"
+    sandbox.provide_worker_python(sandbox.worker_user())
 
 
 _worker_for_root()
