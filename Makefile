@@ -23,8 +23,9 @@ PYTHON310 ?= python3.10
 lock-py310:  ## regenerate autograder/constraints-py310.txt (Gradescope's Python 3.10; PYTHON310=path if not on PATH)
 	mkdir -p build && rm -rf build/venv310 && $(PYTHON310) -m venv build/venv310
 	grep -v '^torch' autograder/requirements.txt > build/requirements-no-torch.txt
+	$(PY) -c "import importlib.metadata as m; print(*[r for r in m.requires('torch') if 'extra ==' not in r], sep='\n')" >> build/requirements-no-torch.txt
 	build/venv310/bin/python -m pip install -q -r build/requirements-no-torch.txt
-	{ grep '^#' autograder/constraints-py310.txt; build/venv310/bin/python -m pip freeze; } > build/constraints.txt
+	{ grep '^#' autograder/constraints-py310.txt; build/venv310/bin/python -m pip freeze --all --exclude pip; } > build/constraints.txt
 	mv build/constraints.txt autograder/constraints-py310.txt
 
 test: venv  ## lint, starter drift check, and the fast test suites (what CI runs)

@@ -20,9 +20,11 @@ ROOT = paths.ROOT
 HERE = Path(__file__).parent
 AUTOGRADER_FILES = (
     "__init__.py",
+    "confine.py",
     "harness.py",
     "rubric.py",
     "sandbox.py",
+    "selfcheck.py",
     "speed.py",
     "worker.py",
     "local.py",

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder import sandbox
 from infkit import paths
 
 # The harness gets this long after a polite interrupt (SIGINT: it kills its worker and cleans
@@ -66,6 +67,7 @@ def grade_in_root(
             sub.mkdir()
             shutil.copy(submission, sub / (upload_name or submission.name))
         (root / "results").mkdir()
+        sandbox.provide_worker_python(sandbox.worker_user())  # as root: a Python the worker account can run
         env = dict(os.environ, AUTOGRADER_ROOT=str(root), PYTHONPATH=str(paths.ROOT))
         env.pop("AUTOGRADER_TESTS", None)
         if tests:

@@ -1,9 +1,12 @@
-"""Run the worker on untrusted code: its own process group, an unprivileged user where we are
-root, rlimits on memory / CPU time / file size, a wall-clock timeout, output to a capped log.
+"""Run the worker on untrusted code: its own process group, an unprivileged account where we
+are root (never root itself: the harness refuses to grade instead), rlimits on memory / CPU time /
+file size / processes, no network (confine.py), a wall-clock timeout, output to a capped log,
+and after the job nothing of it left running or on disk (confine.end_job, remove_files_of).
 
 Only the harness (the parent) reads what comes back, and it trusts none of it: see harness.py.
 """
 
+import atexit
 import os
 import pwd
 import resource
@@ -12,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,12 +23,17 @@ from pathlib import Path
 
 from infkit import paths
 
-# The unprivileged account that setup.sh creates; `nobody` where it does not exist.
-WORKER_USERS = (os.environ.get("AUTOGRADER_WORKER_USER", "autograder-student"), "nobody")
+from . import confine
+
+# The unprivileged account that setup.sh creates, else `nobody`; AUTOGRADER_WORKER_USER names
+# another, or gives a bare uid (no account needed: the tests take one per session).
+WORKER_USERS = ("autograder-student", "nobody")
 MEMORY_MB = int(os.environ.get("AUTOGRADER_WORKER_MEM_MB", "1024"))  # address space (RLIMIT_AS)
 MAX_FILE_MB = 64  # any one file the worker writes: its printed output, its out.pt
 MAX_OUT_MB = 32  # the largest out.pt the harness agrees to read
 TOO_MUCH_OUTPUT = f"your code printed more than {MAX_FILE_MB} MB (prints in a loop?) and was stopped."
+# worker.py's signal that the grader's own packages did not import (kept in step with it)
+WORKER_BROKEN, WORKER_BROKEN_EXIT = "AUTOGRADER-WORKER-BROKEN", 86
 LOG_TAIL = 1500  # characters of the worker's output shown with a failure
 
 
@@ -40,33 +49,90 @@ class WorkerResult:
 
 def worker_user():
     """(uid, gid) to drop to, or None when not root (then the worker runs as ourselves)."""
-    if os.geteuid() != 0 or os.environ.get("AUTOGRADER_NO_DROP") == "1":
+    if os.geteuid() != 0:
         return None
-    for name in WORKER_USERS:
+    chosen = os.environ.get("AUTOGRADER_WORKER_USER", "")
+    if chosen.isdigit() and int(chosen) != 0:
+        return int(chosen), int(chosen)
+    for name in (chosen,) * bool(chosen) + WORKER_USERS:
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
             continue
-        return entry.pw_uid, entry.pw_gid
+        if entry.pw_uid != 0:
+            return entry.pw_uid, entry.pw_gid
+    return None
+
+
+def worker_python() -> str:
+    """The interpreter the worker runs: ours, or AUTOGRADER_WORKER_PYTHON (the same environment
+    installed where the worker account can read it, e.g. when ours lives in root's home)."""
+    return os.environ.get("AUTOGRADER_WORKER_PYTHON") or sys.executable
+
+
+def provide_worker_python(user) -> str | None:
+    """For a development machine run as root whose interpreter the worker account cannot reach
+    (pyenv in root's home, say): a venv of the system's Python of the same version that sees our
+    packages, in a folder the account can read, set as AUTOGRADER_WORKER_PYTHON for this process
+    and its children. Nothing to do when the account can run ours (Gradescope's venv is made
+    readable by setup.sh). Returns the interpreter the workers will run, or None."""
+    if user is None or os.environ.get("AUTOGRADER_WORKER_PYTHON") or can_run_as(user):
+        return os.environ.get("AUTOGRADER_WORKER_PYTHON") or (sys.executable if user else None)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = shutil.which(version, path="/usr/bin:/usr/local/bin")
+    if base is None:
+        return None
+    venv = tempfile.mkdtemp(prefix="worker-python-")
+    os.chmod(venv, 0o755)
+    atexit.register(shutil.rmtree, venv, ignore_errors=True)
+    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True)
+    site = Path(venv, "lib", version, "site-packages")
+    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (site / "infkit-shared.pth").write_text("\n".join(ours) + "\n")
+    os.environ["AUTOGRADER_WORKER_PYTHON"] = f"{venv}/bin/python"
+    return os.environ["AUTOGRADER_WORKER_PYTHON"]
+
+
+def cannot_run_as(user) -> str | None:
+    """Why `user` cannot start the worker's Python under the worker's confinement, or None."""
+    try:
+        done = subprocess.run(
+            [worker_python(), "-E", "-s", "-c", "pass"],
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+            preexec_fn=_confine(user, 60, MEMORY_MB),
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{type(e).__name__}: {e}"
+    if done.returncode != 0:
+        return f"exit code {done.returncode}: {done.stderr.decode('utf-8', 'replace')[-300:]}"
     return None
 
 
 def can_run_as(user) -> bool:
-    """Whether `user` can start our Python (its venv must be readable by that account)."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-E", "-s", "-c", "pass"],
-            user=user[0],
-            group=user[1],
-            extra_groups=[],
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            timeout=60,
-        )
-        return done.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+    return cannot_run_as(user) is None
+
+
+def choose_worker():
+    """(account to run student code as, None) or (None, why we must not grade). Not root: the
+    worker runs as ourselves. Root: as the worker account, or not at all (fail closed)."""
+    if os.geteuid() != 0:
+        return None, None
+    user = worker_user()
+    if user is None:
+        why = f"none of the accounts {', '.join(WORKER_USERS)} exists (setup.sh creates {WORKER_USERS[0]})"
+    else:
+        why = cannot_run_as(user)
+        if why:
+            why = (
+                f"uid {user[0]} cannot run {worker_python()} ({why}); install the environment where "
+                "that account can read it, or set AUTOGRADER_WORKER_PYTHON to such a copy"
+            )
+    if why:
+        return None, f"refusing to run student code as root: {why}."
+    return user, None
 
 
 def prepare_code_dir(parent: Path) -> Path:
@@ -92,13 +158,26 @@ def new_job_dir(parent: Path, user) -> Path:
     return job
 
 
-def _limits(cpu_s: int, memory_mb: int):
+def _confine(user, cpu_s: int, memory_mb: int):
+    """What the worker's process does between fork and exec: as root, its own network and IPC
+    namespaces, then the drop to `user`; the limits; the socket filter last (it sets
+    no_new_privs, which would not matter to root but keeps the account from regaining any)."""
+
     def apply():
+        if user:
+            confine.unshare_network_and_ipc()  # refused in some containers: probed and reported
+            os.setgroups([])
+            os.setgid(user[1])
+            os.setuid(user[0])
+            # per account, threads included (a worker uses fewer than 20); only once dropped,
+            # since root ignores it and our own account runs more than the worker
+            resource.setrlimit(resource.RLIMIT_NPROC, (confine.MAX_PROCESSES, confine.MAX_PROCESSES))
         mb = 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_MB * mb, MAX_FILE_MB * mb))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        confine.install_socket_filter()
 
     return apply
 
@@ -124,10 +203,8 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
         "INFKIT_OFFLINE": "1",
         "INFKIT_CACHE": str(job_dir / "cache"),
     }
-    cmd = [sys.executable, "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
-    extra = {}
-    if user:
-        extra = dict(user=user[0], group=user[1], extra_groups=[])
+    cmd = [worker_python(), "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
+    confine.become_subreaper()  # what the worker detaches comes back to us: see end_job
     timed_out = False
     # The log is read back through this same descriptor: the worker may rename or replace the
     # file (say, by a link to a grader file), but not the inode we opened.
@@ -142,8 +219,7 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: we can kill all it started
-            preexec_fn=_limits(int(timeout_s) + 1, memory_mb),
-            **extra,
+            preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb),
         )
         # wait4 rather than Popen.wait: it also returns the worker's CPU time as the kernel
         # counted it, which the speed tests use because the worker's own clocks can be faked.
@@ -162,10 +238,31 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
         finally:
             _kill_group(proc.pid)
             proc.wait()
+            # Helpers it detached (setsid, double fork) are killed and reaped here, and the CPU
+            # they used is charged to the job: work moved out of the worker still counts.
+            cpu_s += end_job(user)
         size = os.fstat(log.fileno()).st_size
         log.seek(max(0, size - LOG_TAIL))
         tail = log.read(LOG_TAIL).decode("utf-8", "replace")
     return WorkerResult(proc.returncode, timed_out, size, tail, job_dir / "out.pt", cpu_s)
+
+
+def is_shared_account(user) -> bool:
+    """`nobody` may run system daemons and other gradings: never kill all of its processes."""
+    try:
+        return user[0] == pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return False
+
+
+def end_job(user) -> float:
+    """Nothing of a job outlives it: its processes (CPU seconds returned) and, for a separate
+    account, its files in the shared writable folders, which the next worker could read."""
+    cpu_s = confine.end_job(user, kill_account=bool(user) and not is_shared_account(user))
+    if user:
+        confine.remove_files_of(user[0])
+        confine.remove_ipc_of(user[0])
+    return cpu_s
 
 
 def is_plain_file(path: Path) -> bool:
@@ -182,6 +279,11 @@ def explain_crash(r: WorkerResult, timeout_s: float, memory_mb: int = MEMORY_MB)
     if r.timed_out:
         return f"your code did not finish within {timeout_s:.0f} s (an infinite loop, or far too slow?)."
     rc = r.returncode
+    if rc == WORKER_BROKEN_EXIT and WORKER_BROKEN in r.log_tail:
+        return (
+            "the grader's worker could not import its own packages (torch, the kit) before reading "
+            "your file: a problem with the autograder, not your code; please contact the course staff."
+        )
     if rc is not None and rc < 0:
         sig = -rc
         if sig == signal.SIGXFSZ:

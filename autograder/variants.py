@@ -224,7 +224,123 @@ HOSTILE = {
     "patches_torch": lambda: starter_text() + _PATCH_TORCH,
     "kills_grader": lambda: starter_text() + _KILL_GRADER,
     "links_log_to_grader": lambda: starter_text() + _LINK_LOG,
+    # for tests/test_sandbox.py, which fills in {token} (a process name) and {port}
+    "detached_helper": lambda: starter_text() + _DETACHED_HELPER,
+    "connects_to_network": lambda: starter_text() + _CONNECT,
+    "fork_bomb": lambda: starter_text() + _FORK_BOMB,
+    "reads_other_job": lambda: starter_text() + _READ_OTHER_JOB,
 }
+
+# A helper that outlives its worker: it keeps "precomputed outputs" fresh in the shared folders
+# for the next worker, which reports what it finds (the starter's stubs then say "not
+# implemented yet"). The helper is named {token} so the test can look for it afterwards.
+_DETACHED_HELPER = """
+import os as _os, time as _time
+_places = ["/tmp/{token}", "/var/tmp/{token}", "/dev/shm/{token}"]
+_found = [_p for _p in _places if _os.path.exists(_p)]
+if _found:
+    raise RuntimeError("carried over from an earlier worker: " + ", ".join(_found))
+
+
+def _leave_outputs():
+    for _p in _places:
+        try:
+            with open(_p, "w") as _f:
+                _f.write("precomputed outputs")
+        except OSError:
+            pass
+
+
+_leave_outputs()
+_middle = _os.fork()
+if _middle == 0:  # detach: a new session, then a grandchild whose parent is gone at once
+    _os.setsid()
+    if _os.fork() == 0:
+        with open("/proc/self/comm", "w") as _f:
+            _f.write("{token}")
+        _end = _time.time() + 120
+        while _time.time() < _end:
+            sum(range(200_000))  # work outside the worker's own CPU time
+            _leave_outputs()
+    _os._exit(0)
+_os.waitpid(_middle, 0)
+"""
+
+_CONNECT = """
+import socket as _socket
+_tries = []
+for _family, _kind, _addr in (
+    (_socket.AF_INET, _socket.SOCK_STREAM, ("127.0.0.1", {port})),
+    (_socket.AF_INET6, _socket.SOCK_STREAM, ("::1", {port})),
+    (_socket.AF_INET, _socket.SOCK_DGRAM, ("127.0.0.1", {port})),
+):
+    try:
+        _s = _socket.socket(_family, _kind)
+        _s.settimeout(5)
+        _s.connect(_addr)
+        _s.sendall(b"from the worker")
+        _tries.append("CONNECTED")
+    except OSError as _e:
+        _tries.append(f"{type(_e).__name__} (errno {_e.errno})")
+raise RuntimeError("network: " + ", ".join(_tries))
+"""
+
+# Bounded (2000 idle children), so a machine without the process limit survives the test.
+_FORK_BOMB = """
+import os as _os, time as _time
+_started = 0
+for _ in range(2000):
+    try:
+        _pid = _os.fork()
+    except OSError:
+        break
+    if _pid == 0:
+        _os.setsid()
+        with open("/proc/self/comm", "w") as _f:
+            _f.write("{token}")
+        _time.sleep(120)
+        _os._exit(0)
+    _started += 1
+raise RuntimeError(f"fork bomb: {_started} processes started")
+"""
+
+# Read other jobs' folders: list the grader's folder, and leave a helper that watches /proc for
+# the next worker and copies its job.json into SNOOPED in that worker's own folder.
+_READ_OTHER_JOB = """
+import os as _os, time as _time
+_me = _os.getcwd()
+_seen = []
+try:
+    _seen.append("listed the grader's folder: " + ", ".join(_os.listdir(_os.path.dirname(_me))))
+except OSError:
+    pass
+_middle = _os.fork()
+if _middle == 0:
+    _os.setsid()
+    if _os.fork() == 0:
+        with open("/proc/self/comm", "w") as _f:
+            _f.write("{token}")
+        _end = _time.time() + 120
+        while _time.time() < _end:
+            for _pid in _os.listdir("/proc"):
+                try:
+                    _cwd = _os.readlink(f"/proc/{_pid}/cwd")
+                    if _cwd != _me and _os.path.exists(_cwd + "/job.json"):
+                        with open(_cwd + "/job.json") as _f:
+                            _data = _f.read()
+                        with open(_cwd + "/SNOOPED", "w") as _f:
+                            _f.write(_data[:80])
+                except OSError:
+                    pass
+            _time.sleep(0.05)
+    _os._exit(0)
+_os.waitpid(_middle, 0)
+_time.sleep(3)  # time enough for a helper of an earlier job to find this one
+if _os.path.exists("SNOOPED"):
+    _seen.append("an earlier job's helper read this job's job.json: " + open("SNOOPED").read())
+if _seen:
+    raise RuntimeError("read another job: " + "; ".join(_seen))
+"""
 
 _WRITE_RESULTS = """
 import json as _json, os as _os

@@ -1,6 +1,7 @@
 """The two zips: the Gradescope autograder (layout, scripts, runs as Gradescope would) and the
 student handout (its contents, no solution code, the public tests work inside it)."""
 
+import importlib.metadata
 import json
 import os
 import stat
@@ -10,6 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from autograder import build
 from infkit import paths, starter
@@ -35,6 +38,10 @@ def test_autograder_zip_layout(zips):
     with zipfile.ZipFile(zips[0]) as z:
         names = set(z.namelist())
         assert {"setup.sh", "run_autograder", "requirements.txt", "autograder/harness.py"} <= names
+        assert {
+            "autograder/selfcheck.py",
+            "autograder/confine.py",
+        } <= names  # setup.sh and the sandbox need them
         assert "starter/model.py" in names and not any(n.startswith("solution/") for n in names)
         for script in ("setup.sh", "run_autograder"):
             data = z.read(script)
@@ -66,6 +73,55 @@ def test_python310_constraints_hold_the_pins(zips):
     assert "constraints-py310.txt" in (here / "setup.sh").read_text()
 
 
+def requirement_closure(roots, python_version="3.10") -> set[str]:
+    """Every distribution that installing `roots` brings in, by the requirements recorded in
+    this environment's metadata, with markers evaluated for Gradescope's Python."""
+    env = {"python_version": python_version, "python_full_version": f"{python_version}.12", "extra": ""}
+    seen, todo = set(), [canonicalize_name(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # only needed on 3.10 (tomli, exceptiongroup): no metadata here to follow
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate(env):
+                todo.append(canonicalize_name(req.name))
+    return seen
+
+
+def test_python310_lock_holds_every_installed_package():
+    """Everything in the grader's venv is pinned on 3.10, torch's own dependencies included
+    (torch itself comes from the PyTorch CPU index), and the lock holds nothing else."""
+    here = Path(__file__).resolve().parent.parent / "autograder"
+    lock = {
+        canonicalize_name(line.split("==")[0])
+        for line in (here / "constraints-py310.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    lines = (here / "requirements.txt").read_text().splitlines()
+    closure = requirement_closure([Requirement(line).name for line in lines if line and line[0] != "#"])
+    assert {"sympy", "networkx", "jinja2", "markupsafe", "mpmath", "filelock", "fsspec"} <= closure
+    assert closure - {"torch"} <= lock, sorted(closure - {"torch"} - lock)
+    assert lock <= closure, sorted(lock - closure)
+
+
+def test_setup_installs_as_locked():
+    """apt-get update before any apt-get install; torch alone from the CPU index (its
+    dependencies then come from PyPI under the lock); the build proves itself."""
+    text = (paths.ROOT / "autograder" / "setup.sh").read_text()
+    code = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+    installs = [i for i, line in enumerate(code) if line.startswith("apt-get install")]
+    assert installs and all("apt-get update" in code[i - 1] for i in installs)
+    torch_line = next(line for line in code if "download.pytorch.org/whl/cpu" in line)
+    assert "--no-deps" in torch_line and '"torch==' in torch_line
+    assert "-m autograder.selfcheck" in text
+
+
 def test_run_autograder_as_gradescope_would(zips, tmp_path):
     """Unpack the zip as /autograder/source, run run_autograder with the root moved."""
     source = extract(zips[0], tmp_path / "source")
@@ -80,6 +136,22 @@ def test_run_autograder_as_gradescope_would(zips, tmp_path):
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert [t["status"] for t in results["tests"]] == ["passed", "passed"], results
     assert results["score"] == 7
+
+
+@pytest.mark.slow
+def test_selfcheck_from_the_unpacked_zip(zips, tmp_path):
+    """setup.sh's last step, as on Gradescope: from the unpacked source, with this venv."""
+    source = extract(zips[0], tmp_path / "source")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AUTOGRADER_ROOT")}
+    done = subprocess.run(
+        [sys.executable, "-m", "autograder.selfcheck"],
+        cwd=source,
+        env=dict(env, PYTHONPATH=str(source)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and "selfcheck: ok" in done.stdout, done.stdout + done.stderr
 
 
 def test_handout_contents(zips):

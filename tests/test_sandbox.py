@@ -1,0 +1,320 @@
+"""The worker's confinement: nothing the student starts outlives its job or reaches the network,
+and student code never runs as root (the grader refuses to grade instead); setup.sh's self-check.
+
+The hostile submissions are graded through `python -m autograder.local` (what `make grade`
+runs) on one or two cheap public tests; they need root and a worker account that can run the
+worker's Python (tests/conftest.py provides one where it can). Those grading two jobs, and the
+self-check's full runs, are marked slow."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from autograder import confine, harness, rubric, sandbox, selfcheck, variants
+from infkit import paths
+
+
+def dropping_privileges() -> bool:
+    user = sandbox.worker_user()
+    return bool(user) and sandbox.can_run_as(user)
+
+
+needs_root = pytest.mark.skipif(
+    not dropping_privileges(), reason="needs root and a worker account that can run the worker's Python"
+)
+
+
+def processes_named(name: str) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and Path(entry.path, "comm").read_text().strip() == name:
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def grade_file(tmp_path: Path, text: str, tests: str) -> dict:
+    """`make grade` on `text`, with only the named public tests."""
+    model = tmp_path / "model.py"
+    model.write_text(text)
+    out = tmp_path / "results.json"
+    env = dict(os.environ, AUTOGRADER_TESTS=tests)
+    subprocess.run(
+        [sys.executable, "-m", "autograder.local", str(model), "--results", str(out)],
+        cwd=paths.ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    results = json.loads(out.read_text())
+    assert results["tests"] and all(t["output"] for t in results["tests"]), results
+    return results
+
+
+def hostile(name: str, **fill) -> str:
+    text = variants.HOSTILE[name]()
+    for key, value in fill.items():
+        text = text.replace("{" + key + "}", str(value))
+    return text
+
+
+def new_token() -> str:
+    return "ag" + uuid.uuid4().hex[:12]  # a process name: at most 15 characters
+
+
+# ---------------------------------------------------------------------------------------
+# The pieces, without torch (fast, any user)
+
+
+@pytest.mark.skipif(not confine.probe()["seccomp"], reason="this kernel refuses seccomp filters")
+def test_socket_filter_allows_unix_sockets_only():
+    code = (
+        "import socket\n"
+        "socket.socketpair(socket.AF_UNIX)\n"
+        "for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):\n"
+        "    try:\n"
+        "        socket.socket(family, socket.SOCK_DGRAM)\n"
+        "        print('OPENED', family)\n"
+        "    except PermissionError:\n"
+        "        print('denied')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=confine.install_socket_filter, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["denied"] * 3, done.stdout
+
+
+def test_detached_grandchild_is_killed_and_its_cpu_charged():
+    """A double-forked, setsid helper comes back to us (subreaper); end_job kills and reaps it and
+    returns the CPU it burnt, which the job's CPU time then includes."""
+    assert confine.become_subreaper()
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        end = time.process_time() + 0.5\n"
+        "        while time.process_time() < end:\n"
+        "            pass\n"
+        "        print(os.getpid(), flush=True)\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    helper = int(proc.stdout.readline())
+    proc.wait()
+    os.kill(helper, 0)  # alive after its parents are gone
+    cpu = confine.end_job(None)
+    with pytest.raises(ProcessLookupError):
+        os.kill(helper, 0)
+    assert cpu >= 0.4, cpu
+
+
+def test_no_worker_account_means_no_grading(tmp_path, monkeypatch):
+    """As root without a worker account: every row says the autograder could not run, and the
+    student's code never ran (it would have left a file)."""
+    if os.geteuid() != 0:
+        pytest.skip("the refusal only applies to root")
+    monkeypatch.setattr(sandbox, "WORKER_USERS", ("no-such-account-xyz",))
+    monkeypatch.delenv("AUTOGRADER_WORKER_USER", raising=False)
+    (tmp_path / "sub").mkdir()
+    marker = tmp_path / "ran"
+    (tmp_path / "sub" / "model.py").write_text(variants.starter_text() + f"\nopen({str(marker)!r}, 'w')\n")
+    public = [t for t in rubric.TESTS if t.visibility == rubric.VISIBLE and t.kind == "check"]
+    results = harness.grade(tmp_path / "sub", tests=public)
+    assert results["score"] == 0 and len(results["tests"]) == len(public)
+    assert all("the autograder could not run this test" in t["output"] for t in results["tests"])
+    assert not marker.exists()
+
+
+@needs_root
+def test_account_that_cannot_run_python_means_no_grading(tmp_path, monkeypatch):
+    """The worker's Python out of the account's reach (a folder it cannot enter): no grading."""
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    (hidden / "python").symlink_to(sandbox.worker_python())
+    monkeypatch.setenv("AUTOGRADER_WORKER_PYTHON", str(hidden / "python"))
+    user, why = sandbox.choose_worker()
+    assert user is None and "refusing to run student code as root" in why and "cannot run" in why
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "model.py").write_text(variants.starter_text())
+    results = harness.grade(tmp_path / "sub", tests=[t for t in rubric.TESTS if t.piece == "buffers"])
+    assert all("the autograder could not run this test" in t["output"] for t in results["tests"])
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile submissions through `make grade`, as root
+
+
+@needs_root
+def test_detached_helper_cannot_reach_the_next_worker(tmp_path):
+    token = new_token()
+    results = grade_file(tmp_path, hostile("detached_helper", token=token), "buffers,prefill")
+    first, second = (t["output"] for t in results["tests"])
+    assert "not implemented yet" in first, first
+    assert "not implemented yet" in second and "carried over" not in second, second
+    assert not processes_named(token)
+    assert not [p for p in ("/tmp", "/var/tmp", "/dev/shm") if (Path(p) / token).exists()]
+
+
+@needs_root
+def test_worker_cannot_connect(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.5)
+    accepted = []
+
+    def accept():
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not accepted:
+            try:
+                accepted.append(listener.accept())
+            except (TimeoutError, OSError):
+                pass
+
+    watcher = threading.Thread(target=accept, daemon=True)
+    watcher.start()
+    try:
+        port = listener.getsockname()[1]
+        results = grade_file(tmp_path, hostile("connects_to_network", port=port), "buffers")
+    finally:
+        accepted.append(None)  # stops the watcher
+        watcher.join()
+        listener.close()
+    (row,) = results["tests"]
+    assert "network: " in row["output"] and "CONNECTED" not in row["output"], row["output"]
+    assert accepted == [None]
+
+
+@needs_root
+def test_fork_bomb_is_contained(tmp_path):
+    token = new_token()
+    results = grade_file(tmp_path, hostile("fork_bomb", token=token), "buffers")
+    (row,) = results["tests"]
+    assert "fork bomb: " in row["output"], row["output"]
+    started = int(row["output"].split("fork bomb: ")[1].split()[0])
+    assert started < confine.MAX_PROCESSES, row["output"]
+    assert not processes_named(token)
+    assert not confine.processes_of(sandbox.worker_user()[0])
+
+
+@pytest.mark.slow
+@needs_root
+def test_job_cannot_read_another_jobs_folder(tmp_path):
+    token = new_token()
+    results = grade_file(tmp_path, hostile("reads_other_job", token=token), "buffers,prefill")
+    for row in results["tests"]:
+        assert "not implemented yet" in row["output"] and "read another job" not in row["output"], row
+    assert not processes_named(token)
+
+
+# ---------------------------------------------------------------------------------------
+# setup.sh's self-check: passes on this build, fails on each broken one
+
+
+def run_selfcheck(**env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "autograder.selfcheck"],
+        cwd=paths.ROOT,
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_selfcheck_passes_here():
+    done = run_selfcheck()
+    assert done.returncode == 0 and "selfcheck: ok" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_selfcheck_fails_when_the_worker_cannot_import_torch():
+    """A worker too small to import torch (as a CUDA build was under the 1 GB cap) also scores 0
+    on the starter; the self-check wants the starter's "not implemented yet" records."""
+    done = run_selfcheck(AUTOGRADER_WORKER_MEM_MB="150")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 'should give "not implemented yet" for every test' in done.stderr, done.stderr
+
+
+@needs_root
+def test_selfcheck_fails_when_the_account_cannot_run_python(tmp_path):
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    (hidden / "python").symlink_to(sandbox.worker_python())
+    done = run_selfcheck(AUTOGRADER_WORKER_PYTHON=str(hidden / "python"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "refusing to run student code as root" in done.stderr, done.stderr
+
+
+def test_selfcheck_rejects_a_cuda_torch(monkeypatch):
+    import torch
+
+    assert selfcheck.install_problem() is None  # this kit's torch is a CPU build
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    problem = selfcheck.install_problem()
+    assert problem and "is a CUDA build" in problem and "download.pytorch.org/whl/cpu" in problem
+
+
+def test_worker_and_harness_agree_on_the_broken_worker_signal():
+    from autograder import worker
+
+    assert (worker.BROKEN, worker.BROKEN_EXIT) == (sandbox.WORKER_BROKEN, sandbox.WORKER_BROKEN_EXIT)
+
+
+@needs_root
+def test_files_of_the_worker_account_are_removed():
+    uid, gid = sandbox.worker_user()
+    planted = [Path(folder) / new_token() for folder in ("/tmp", "/var/tmp", "/dev/shm")]
+    mine = Path("/tmp") / new_token()
+    for path in planted + [mine]:
+        path.write_text("for the next worker")
+    for path in planted:
+        os.chown(path, uid, gid)
+    (planted[0].parent / (planted[0].name + "-dir")).mkdir()
+    os.chown(planted[0].parent / (planted[0].name + "-dir"), uid, gid)
+    try:
+        removed = confine.remove_files_of(uid)
+        assert (
+            not [p for p in planted if p.exists()]
+            and not (planted[0].parent / (planted[0].name + "-dir")).exists()
+        )
+        assert str(mine) not in removed and mine.exists()  # others' files stay
+    finally:
+        mine.unlink()
+
+
+@needs_root
+def test_shared_memory_of_the_worker_account_is_removed():
+    """Where the kernel refuses the worker its own IPC namespace, System V objects would outlive
+    it: the sweep after each job removes the account's."""
+    uid, gid = sandbox.worker_user()
+
+    def as_worker():
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    code = "import ctypes; print(ctypes.CDLL(None).shmget(0, 4096, 0o600))"  # 0: IPC_PRIVATE
+    done = subprocess.run(
+        [sandbox.worker_python(), "-c", code], preexec_fn=as_worker, capture_output=True, text=True
+    )
+    shmid = int(done.stdout)
+    assert shmid >= 0, done.stderr
+    assert confine.remove_ipc_of(uid) >= 1
+    listed = Path("/proc/sysvipc/shm").read_text().split("\n")[1:]
+    assert not [row for row in listed if row.split()[1:2] == [str(shmid)]]
