@@ -74,12 +74,15 @@ written: venv  ## build/written/: template.pdf, key.pdf (staff), answers.json; G
 	written/build.sh build/written
 
 # The Gradescope autograder (autograder/) and the student handout.
-.PHONY: autograder grade handout
+.PHONY: autograder grade grade-under-load handout
 SUBMISSION ?= starter/model.py
 RESULTS ?= build/results.json
 
 autograder: venv check-starter  ## build build/autograder.zip (upload it to Gradescope)
 	$(PY) -m autograder.build autograder
+
+grade-under-load: venv  ## grade the solution RUNS times beside HOGS busy processes (load never costs points)
+	$(PY) -m autograder.under_load --runs $(or $(RUNS),10) --hogs $(or $(HOGS),2)
 
 grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...]
 	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS)

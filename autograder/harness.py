@@ -492,7 +492,7 @@ def apply_gates(grader: Grader, tests, rows):
         else:
             why = (
                 f"the speed test measured {ratio:.2f}x by the kernel's CPU accounting, where a correct "
-                f"{policy.method} measures well above {policy.confirm_ratio}x"
+                f"{policy.method} measures well above {policy.confirm_ratio}x: {policy.confirm_fails}"
             )
         for test, r in zip(tests, rows):
             if test.piece in policy.gated and r["status"] == "passed":

@@ -85,13 +85,20 @@ class SpeedPolicy:
     gated: tuple  # rows (by piece) whose points also need the confirmation below
     confirm_ratio: float  # the confirmation's kernel-timed ratio must reach this
     confirm_what: str  # what the confirmation shows, for messages
+    confirm_fails: str  # what a ratio below confirm_ratio means, for messages
 
 
 SPEED = {
     # generate_kv: the reference measures 4-8x on 1 CPU. Confirmation = the same ratio: a KV cache
     # is far above 2x, re-running the whole sequence every step ~1x (1.37x seen under load).
     "kv_speed": SpeedPolicy(
-        "generate_kv", "generate_kv", 3.0, ("generate_kv",), 2.0, "one new token per step after the prefill"
+        "generate_kv",
+        "generate_kv",
+        3.0,
+        ("generate_kv",),
+        2.0,
+        "one new token per step after the prefill",
+        "it recomputes the sequence",
     ),
     # speculative vs the target's naive generate: cached ~4.5x, cache-less ~1.7x. Confirmation =
     # cost with a draft that never agrees / cost with the fixture draft: speculative decoding
@@ -103,6 +110,7 @@ SPEED = {
         ("speculative", "spec_speed"),
         1.5,
         "the drafted tokens verified in one batched pass of the target",
+        "the draft's proposals do not change the work your code does",
     ),
 }
 KERNEL_ATTEMPTS = 3  # kernel-timed measurements of a ratio that falls short, at most
@@ -127,3 +135,50 @@ PREREQUISITES = {
 # A fast-path (DEBUG off) failure of these is explained by one of attn_decode, which computes
 # their attention: they keep their points and say so.
 FAST_PATH_EXPLAINED_BY = {"generate_kv": "attn_decode", "speculative": "attn_decode"}
+
+# ---------------------------------------------------------------------------------------
+# What each piece's points check, in a student's words (the README's table is generated from
+# this and the points above: `python -m autograder.rubric --write`; a test keeps them equal).
+WHAT_EARNS_THE_POINTS = {
+    "buffers": "the cache has the documented layout, the weights' dtype and device, is empty "
+    "(seq_pos 0), non-persistent and moves with the model; its initial values and spare room "
+    "do not matter",
+    "prefill": "forward() with enable_kv stores every layer's prompt keys and values and leaves "
+    "forward()'s output unchanged",
+    "attn_decode": "decode() of one or several new tokens equals forward() on the whole "
+    "sequence, in DEBUG and outside it (SDPA)",
+    "gpt_decode": "GPT.decode gives forward()'s logits one token at a time, at the right positions",
+    "generate_kv": "the same tokens as generate(), up to exactly block_size, one token per step "
+    "after one prefill, a fresh cache per call, in DEBUG and outside it",
+    "speculative": "exactly the target's greedy tokens with any draft (the bonus token is "
+    "optional), all k drafts verified in one target pass, never past block_size",
+}
+
+
+def points_table() -> str:
+    """The README's points table, from TESTS and WHAT_EARNS_THE_POINTS."""
+    speed_of = {policy.piece: (name, policy) for name, policy in SPEED.items()}
+    lines = ["| piece | public | hidden | speed | what earns the points |", "|---|---|---|---|---|"]
+    for piece, words in WHAT_EARNS_THE_POINTS.items():
+        public = sum(t.points for t in TESTS if t.piece == piece and t.visibility == VISIBLE)
+        hidden = sum(t.points for t in TESTS if t.piece == piece and t.visibility != VISIBLE)
+        speed = ""
+        if piece in speed_of:
+            name, policy = speed_of[piece]
+            points = sum(t.points for t in TESTS if t.piece == name)
+            speed = f"{points:g} (>= {policy.min_ratio}x the naive `generate`)"
+        lines.append(f"| `{piece}` | {public:g} | {hidden:g} | {speed} | {words} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    table = points_table()
+    if "--write" in sys.argv:  # replace the table between the README's markers
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        text = readme.read_text()
+        start, end = text.index("<!-- points-table -->\n"), text.index("<!-- /points-table -->")
+        readme.write_text(text[: start + len("<!-- points-table -->\n")] + table + "\n" + text[end:])
+    print(table)

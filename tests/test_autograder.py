@@ -431,3 +431,9 @@ def test_fast_path_bug_costs_only_its_piece(tmp_path):
     assert attn["status"] == "failed" and "wrong outside it" in attn["output"] and "mask" in attn["output"]
     for row in (kv, spec):
         assert row["status"] == "passed" and "attn_decode" in row["output"], row
+
+
+def test_readme_points_table_is_the_rubric():
+    """The README's table is generated from the rubric: `python -m autograder.rubric --write`."""
+    readme = (paths.ROOT / "README.md").read_text()
+    assert f"<!-- points-table -->\n{rubric.points_table()}\n<!-- /points-table -->" in readme
