@@ -19,7 +19,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, loading, paths
+from . import checks, hints, loading, paths
 
 
 class Stop(Exception):
@@ -55,8 +55,20 @@ class Env:
         elif self.device == "cuda":
             what = "random-weight stand-ins of GPT-2's sizes (the hub is not reachable)"
         else:
-            what = "tiny random-weight stand-ins (no GPU: the figures only show that the code runs)"
-        return f"running in {where} on {self.device}; the speed test uses {what}"
+            what = (
+                "tiny random-weight stand-ins (no GPU: its figures show that your code runs, not its speed)"
+            )
+        lines = [f"running in {where} on {self.device}; the speed test uses {what}"]
+        if self.in_colab and self.device == "cpu":
+            lines.append(SWITCH_TO_GPU)
+        return "\n".join(lines)
+
+
+# What a student on a CPU runtime should do; the first cell of the notebook says it too.
+SWITCH_TO_GPU = (
+    "For a GPU: download model.py first (changing the runtime deletes its files), then "
+    "Runtime > Change runtime type > T4 GPU, and run the set-up cell again."
+)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -161,7 +173,10 @@ def load(path=None, debug: bool = True):
     except FileNotFoundError:
         raise Stop(f"No model.py at {path}. Run the set-up cell first.") from None
     except Exception as e:
-        raise Stop(f"model.py does not import: {type(e).__name__}: {e}\n{_where_in(path, e)}") from None
+        hint = hints.explain(e, path.name)
+        if hint:
+            raise Stop(f"{path.name} does not import: {hint}") from None
+        raise Stop(f"{path.name} does not import: {type(e).__name__}: {e}\n{_where_in(path, e)}") from None
 
 
 def check(piece: str, path=None) -> None:
@@ -182,6 +197,9 @@ def check(piece: str, path=None) -> None:
             ) from None
         raise Stop(f"FAIL  {piece}: {message}\nFix {path.name}, save it, and run this cell again.") from None
     except Exception as e:  # the student's code crashed inside the check
+        hint = hints.explain(e, path.name)
+        if hint:
+            raise Stop(f"FAIL  {piece}: {hint}") from None
         raise Stop(
             f"FAIL  {piece}: your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
         ) from None
@@ -243,9 +261,19 @@ def bench(impl=None, quiet: bool = False, **options) -> dict:
         # kernel's settings (DEBUG from the checks) out of its way.
         status = _stream(cmd, env=dict(os.environ, INFKIT_MODEL=str(impl)), echo=not quiet)
         if status != 0 or not out.exists():
-            tail = "\n".join(_stream.tail)
-            raise Stop(f"the benchmark stopped (exit status {status}). Its last lines:\n{tail}")
+            raise Stop(f"the benchmark stopped (exit status {status}). {_last_words(_stream.tail)}")
         return json.loads(out.read_text())
+
+
+def _last_words(lines: list[str]) -> str:
+    """What to show of a failed benchmark's last lines: a Python traceback becomes its final
+    line (with a hint when there is one); anything else is shown as it is."""
+    if not any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return "Its last lines:\n" + "\n".join(lines)
+    last = lines[-1]
+    kind, _, message = last.partition(": ")
+    hint = hints.explain_error(kind.rsplit(".", 1)[-1], message)
+    return f"It ended with {last}" + (f"\n{hint}" if hint else "")
 
 
 def sweep(name: str, values, **options) -> list[tuple]:
@@ -291,3 +319,33 @@ def plottable(values) -> list[float]:
 
 def fmt(value, spec: str = ".2f", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+# The headline figures of a run.sh result, and the course's goal for the two that have one.
+# The goals hold for a T4 with the released weights: on a CPU with the tiny stand-ins they mean
+# nothing, and are not shown.
+HEADLINES = [
+    ("KV cache vs naive", "kv_speedup_vs_naive", "x", "> 10x"),
+    ("speculative vs KV cache", "spec_speedup_vs_kv", "x", "about 2x"),
+    ("acceptance rate", "acceptance_rate", "", None),
+    ("KV cache vs transformers generate", "kv_vs_transformers", "x", None),
+    ("speculative vs transformers assisted", "spec_vs_transformers_assisted", "x", None),
+]
+CPU_NOTE = (
+    "These figures come from tiny random-weight stand-ins on a CPU: they show that your code runs "
+    "and agrees with the naive loop, not how fast it is. The goals (KV cache > 10x naive, "
+    "speculative about 2x the KV cache) are for a T4 GPU with the released weights."
+)
+
+
+def speed_summary(result: dict, env: Env) -> str:
+    """The headline lines under the speed test; the goals only where they apply."""
+    lines = []
+    for label, key, unit, goal in HEADLINES:
+        text = f"{label:38s} {fmt(figure(result, key), unit=unit)}"
+        if goal and env.real_weights:
+            text += f"   (goal {goal})"
+        lines.append(text)
+    if not env.real_weights:
+        lines.append(CPU_NOTE if env.device == "cpu" else "(random-weight stand-ins: the goals do not apply)")
+    return "\n".join(lines)
