@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +205,30 @@ def check(piece: str, path=None) -> None:
             f"FAIL  {piece}: your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
         ) from None
     print(f"PASS  {piece}: {summary}")
+
+
+class NotDone(Stop):
+    """A stub the student has not filled in yet, met outside a check cell."""
+
+
+@contextmanager
+def student_code(what: str, path=None):
+    """Run the student's code in a with-block: an exception ends the cell with one or two lines
+    (NotDone for a stub not filled in yet) instead of a traceback."""
+    path = Path(path or model_path()).resolve()
+    try:
+        yield
+    except Stop:
+        raise
+    except NotImplementedError as e:
+        raise NotDone(f"{what} needs a piece that is not implemented yet ({e}).") from None
+    except Exception as e:
+        hint = hints.explain(e, path.name)
+        if hint:
+            raise Stop(f"{what}: {hint}") from None
+        raise Stop(
+            f"{what}: your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
+        ) from None
 
 
 def public_tests(piece: str | None = None) -> None:

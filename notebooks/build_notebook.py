@@ -7,7 +7,8 @@ The source is a plain Python file in jupytext's "percent" format, so ruff lints 
 its code cells and an editor can run it: `# %% tags=["name"]` starts a code cell,
 `# %% [markdown] tags=["name"]` a text cell whose lines are comments (`# ` stripped here).
 Every cell carries exactly one tag, which tests and `make notebook-starter` look for. jupytext
-reads the same file (`jupytext --to ipynb`); this converter exists so that building the
+reads the same cells from the file (`jupytext --to ipynb`, checked with jupytext 1.19; it also
+makes the header comment a cell of its own); this converter exists so that building the
 notebook needs nothing beyond nbformat.
 
 Cells hold no logic of their own beyond glue and plots: checks come from infkit.checks and

@@ -249,13 +249,13 @@ nb.check("generate_kv")
 from infkit import fixtures, tokenizer
 
 student = nb.load(debug=False)
-if ENV.real_weights:
-    demo_model = student.GPT.from_pretrained("gpt2").to(ENV.device).eval()
-else:
-    demo_model = fixtures.make_pair(student, "small")[1]
 prompt = tokenizer.encode("The whale surfaced beside the ship, and the captain")
 idx = torch.tensor([prompt], device=ENV.device)
-with torch.no_grad():
+with nb.student_code("the demo"), torch.no_grad():
+    if ENV.real_weights:
+        demo_model = student.GPT.from_pretrained("gpt2").to(ENV.device).eval()
+    else:
+        demo_model = fixtures.make_pair(student, "small")[1]
     cached = demo_model.generate_kv(idx, 24, top_k=1)
     naive = demo_model.generate(idx, 24, top_k=1)
 print(repr(tokenizer.decode(cached[0, len(prompt) :].tolist())))
@@ -394,9 +394,10 @@ from infkit import sampling_check
 
 module = nb.load(MODEL_PATH, debug=False)
 try:
-    rates = sampling_check.acceptance_vs_temperature(module, temperatures=(0.0, 0.3, 0.7, 1.0, 1.5, 2.0))
-    verdict = sampling_check.check_sampling(module)
-except NotImplementedError as e:
+    with nb.student_code("speculative sampling"):
+        rates = sampling_check.acceptance_vs_temperature(module, temperatures=(0.0, 0.3, 0.7, 1.0, 1.5, 2.0))
+        verdict = sampling_check.check_sampling(module)
+except nb.NotDone as e:
     print(f"optional piece not implemented: {e}")
 else:
     temps = [t for t, _ in rates]

