@@ -198,13 +198,15 @@ def check(piece: str, path=None) -> None:
             ) from None
         raise Stop(f"FAIL  {piece}: {message}\nFix {path.name}, save it, and run this cell again.") from None
     except Exception as e:  # the student's code crashed inside the check
-        hint = hints.explain(e, path.name)
-        if hint:
-            raise Stop(f"FAIL  {piece}: {hint}") from None
-        raise Stop(
-            f"FAIL  {piece}: your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
-        ) from None
+        raise Stop(f"FAIL  {piece}: {_crashed(e, path)}") from None
     print(f"PASS  {piece}: {summary}")
+
+
+def _crashed(e: Exception, path: Path) -> str:
+    """One or two lines for an exception from the student's code: what to do when infkit.hints
+    knows it, else the exception and where it happened in model.py."""
+    hint = hints.explain(e, path.name)
+    return hint or f"your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
 
 
 class NotDone(Stop):
@@ -223,12 +225,7 @@ def student_code(what: str, path=None):
     except NotImplementedError as e:
         raise NotDone(f"{what} needs a piece that is not implemented yet ({e}).") from None
     except Exception as e:
-        hint = hints.explain(e, path.name)
-        if hint:
-            raise Stop(f"{what}: {hint}") from None
-        raise Stop(
-            f"{what}: your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
-        ) from None
+        raise Stop(f"{what}: {_crashed(e, path)}") from None
 
 
 def public_tests(piece: str | None = None) -> None:
