@@ -347,6 +347,11 @@ def test_the_notebook_in_a_colab_like_runtime(tmp_path, handout, which):
         chosen += _uploads(tmp_path, {"model.py": paths.SOLUTION_MODEL.read_bytes()})
 
     notebook = nbformat.read(ROOT / "notebooks" / "inference.ipynb", as_version=4)
+    # CI-sized: everything up to the run.sh speed test, and the download; the sweeps and the
+    # sampling plot only run run.sh again with other options (`make notebook` runs them all).
+    tags = [c.metadata["tags"][0] for c in notebook.cells]
+    keep = tags[: tags.index("bench") + 1] + ["download"]
+    notebook.cells = [c for c in notebook.cells if c.metadata["tags"][0] in keep]
     setup = next(c for c in notebook.cells if c.metadata["tags"] == ["setup"])
     setup.source = setup_cell_source(content)
     # Colab's kernel has google.colab imported before the first cell
@@ -374,7 +379,10 @@ def test_the_notebook_in_a_colab_like_runtime(tmp_path, handout, which):
         try:
             client.execute()
         except CellExecutionError:
-            pass
+            pass  # the outputs say which cell, and the assertions below what
+        except Exception as e:  # the kernel died or a cell timed out: keep what ran
+            nbformat.write(notebook, tmp_path / f"colab.{which}.ipynb")
+            pytest.fail(f"the notebook did not finish: {type(e).__name__}: {e}")
     finally:
         for k, v in saved.items():
             if v is None:
