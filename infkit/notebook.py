@@ -85,6 +85,11 @@ def detect() -> Env:
 
     in_colab = "google.colab" in sys.modules
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        # This kernel's own work on a CPU (checks, demo, the sampling check's 2,000 runs) is on tiny
+        # models: one thread, as WORKLOADS["cpu"] gives the benchmark. With two threads on two
+        # busy cores the sampling check took 112 ms a run instead of 17 (timed while other jobs ran).
+        torch.set_num_threads(1)
     # Only a GPU run wants the real weights, so only then is the network worth probing.
     online = device == "cuda" and os.environ.get("INFKIT_OFFLINE") != "1" and _hub_reachable()
     return Env(in_colab=in_colab, device=device, online=online)
