@@ -53,10 +53,11 @@ check-starter: venv  ## fail if starter/model.py is stale
 bench: venv  ## the throughput / latency test (same as ./run.sh)
 	./run.sh
 
-# The Colab notebook: notebooks/build_notebook.py is its source; execute.py runs it in a kernel.
+# The Colab notebook: notebooks/inference.py is its source (jupytext percent format),
+# build_notebook.py writes the .ipynb, execute.py runs it in a kernel.
 .PHONY: notebook notebook-build notebook-starter
 
-notebook-build: venv  ## regenerate notebooks/inference.ipynb from notebooks/build_notebook.py
+notebook-build: venv  ## regenerate notebooks/inference.ipynb from notebooks/inference.py
 	$(PY) notebooks/build_notebook.py
 
 notebook: venv  ## run the notebook headless against the solution (offline stand-ins); fails on any cell error
@@ -96,7 +97,7 @@ grade-all: venv  ## grade a class: make grade-all SUBMISSIONS=folder-or-export.z
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade-all SUBMISSIONS=folder-or-export.zip [OUT=...] [JOBS=n]"; exit 2; }
 	$(PY) -m autograder.grade_all "$(SUBMISSIONS)" --out "$(OUT)" --jobs $(JOBS) $(if $(AGAINST),--against "$(AGAINST)")
 
-handout: venv check-starter  ## build build/handout.zip (inference-kit/: starter model.py, public tests, ...)
+handout: venv check-starter  ## build build/handout.zip for students (stops on the YOUR-ORG placeholder; ALLOW_PLACEHOLDER=1 for a local try)
 	$(PY) -m autograder.build handout
 
 clean:  ## remove build outputs (keeps .venv)

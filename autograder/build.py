@@ -5,11 +5,15 @@
   build/handout.zip     for students: one folder inference-kit/ with the starter model.py,
                         infkit, the public tests, run.sh, the notebook, the written template
 
-No solution code goes in either (tests/test_autograder_package.py checks it).
+No solution code goes in either (tests/test_autograder_package.py checks it), and the handout
+leaves out the staff's own tools (NOT_FOR_STUDENTS). The handout is what students get and what a
+student-facing repository is made from: never publish the kit itself. Its build stops while the
+Colab link still says YOUR-ORG (ALLOW_PLACEHOLDER=1 lets a local try through).
     python -m autograder.build autograder|handout [--out build]
 """
 
 import argparse
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -34,13 +38,42 @@ AUTOGRADER_FILES = (
 # infkit modules that stay with staff: the written part's calculator computes every answer of
 # the written key, so it must never reach students (nor does the grader need it).
 STAFF_ONLY = ("inference_math.py",)
+# ... and the staff's own tools, which students never run: measuring fixture pairs
+# (docs/fixtures.md), the verify-cost probe, and making the starter from the solution.
+# tests/test_handout.py checks that nothing the handout runs imports them.
+NOT_FOR_STUDENTS = STAFF_ONLY + ("pairs.py", "verify_cost.py", "starter.py")
+
+# The "Open in Colab" link starts with this placeholder; the handout must not ship it.
+PLACEHOLDER = "YOUR-ORG"
+PLACEHOLDER_FILES = ("README.md", "notebooks/inference.py", "notebooks/inference.ipynb")
 
 
-def _package(folder: Path):
+def _package(folder: Path, leave_out=STAFF_ONLY):
     """The .py files of a package that may leave the staff tree, without caches."""
-    return sorted(
-        p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and p.name not in STAFF_ONLY
-    )
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and p.name not in leave_out)
+
+
+def placeholder_problems(root: Path = ROOT) -> list[str]:
+    """The files that still hold the YOUR-ORG placeholder of the Colab link."""
+    return [
+        name
+        for name in PLACEHOLDER_FILES
+        if (root / name).is_file() and PLACEHOLDER in (root / name).read_text()
+    ]
+
+
+def check_placeholder(allow: bool | None = None):
+    """Stop the handout build while the Colab link still says YOUR-ORG, unless allowed
+    (ALLOW_PLACEHOLDER=1, for a local try; the kit's tests pass allow=True)."""
+    if allow is None:
+        allow = os.environ.get("ALLOW_PLACEHOLDER") == "1"
+    found = placeholder_problems()
+    if found and not allow:
+        raise SystemExit(
+            f"make handout: {', '.join(found)} still link to Colab through {PLACEHOLDER}. Put the GitHub "
+            "organisation of the handout repository there (notebooks/inference.py, then "
+            "`make notebook-build`; the README's badge), or set ALLOW_PLACEHOLDER=1 for a local try."
+        )
 
 
 def _add(z: zipfile.ZipFile, arcname: str, data: bytes, executable: bool = False):
@@ -82,7 +115,7 @@ def handout_files() -> list[tuple[str, Path]]:
         ("pyproject.toml", ROOT / "pyproject.toml"),
         ("run.sh", ROOT / "run.sh"),
     ]
-    files += [(p.relative_to(ROOT).as_posix(), p) for p in _package(ROOT / "infkit")]
+    files += [(p.relative_to(ROOT).as_posix(), p) for p in _package(ROOT / "infkit", NOT_FOR_STUDENTS)]
     files += [(f"tests_public/{p.name}", p) for p in sorted((HERE / "tests_public").glob("*.py"))]
     for optional in ("notebooks/inference.ipynb", "written/template.tex"):
         if (ROOT / optional).is_file():
@@ -90,7 +123,8 @@ def handout_files() -> list[tuple[str, Path]]:
     return files
 
 
-def build_handout(out: Path) -> Path:
+def build_handout(out: Path, allow_placeholder: bool | None = None) -> Path:
+    check_placeholder(allow_placeholder)
     target = out / "handout.zip"
     with zipfile.ZipFile(target, "w") as z:
         for arcname, src in handout_files():

@@ -16,10 +16,11 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, loading, paths
+from . import checks, hints, loading, paths
 
 
 class Stop(Exception):
@@ -55,8 +56,20 @@ class Env:
         elif self.device == "cuda":
             what = "random-weight stand-ins of GPT-2's sizes (the hub is not reachable)"
         else:
-            what = "tiny random-weight stand-ins (no GPU: the figures only show that the code runs)"
-        return f"running in {where} on {self.device}; the speed test uses {what}"
+            what = (
+                "tiny random-weight stand-ins (no GPU: its figures show that your code runs, not its speed)"
+            )
+        lines = [f"running in {where} on {self.device}; the speed test uses {what}"]
+        if self.in_colab and self.device == "cpu":
+            lines.append(SWITCH_TO_GPU)
+        return "\n".join(lines)
+
+
+# What a student on a CPU runtime should do; the first cell of the notebook says it too.
+SWITCH_TO_GPU = (
+    "For a GPU: download model.py first (changing the runtime deletes its files), then "
+    "Runtime > Change runtime type > T4 GPU, and run the set-up cell again."
+)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -72,6 +85,11 @@ def detect() -> Env:
 
     in_colab = "google.colab" in sys.modules
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        # This kernel's own work on a CPU (checks, demo, the sampling check's 2,000 runs) is on tiny
+        # models: one thread, as WORKLOADS["cpu"] gives the benchmark. With two threads on two
+        # busy cores the sampling check took 112 ms a run instead of 17 (timed while other jobs ran).
+        torch.set_num_threads(1)
     # Only a GPU run wants the real weights, so only then is the network worth probing.
     online = device == "cuda" and os.environ.get("INFKIT_OFFLINE") != "1" and _hub_reachable()
     return Env(in_colab=in_colab, device=device, online=online)
@@ -161,7 +179,10 @@ def load(path=None, debug: bool = True):
     except FileNotFoundError:
         raise Stop(f"No model.py at {path}. Run the set-up cell first.") from None
     except Exception as e:
-        raise Stop(f"model.py does not import: {type(e).__name__}: {e}\n{_where_in(path, e)}") from None
+        hint = hints.explain(e, path.name)
+        if hint:
+            raise Stop(f"{path.name} does not import: {hint}") from None
+        raise Stop(f"{path.name} does not import: {type(e).__name__}: {e}\n{_where_in(path, e)}") from None
 
 
 def check(piece: str, path=None) -> None:
@@ -182,10 +203,34 @@ def check(piece: str, path=None) -> None:
             ) from None
         raise Stop(f"FAIL  {piece}: {message}\nFix {path.name}, save it, and run this cell again.") from None
     except Exception as e:  # the student's code crashed inside the check
-        raise Stop(
-            f"FAIL  {piece}: your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
-        ) from None
+        raise Stop(f"FAIL  {piece}: {_crashed(e, path)}") from None
     print(f"PASS  {piece}: {summary}")
+
+
+def _crashed(e: Exception, path: Path) -> str:
+    """One or two lines for an exception from the student's code: what to do when infkit.hints
+    knows it, else the exception and where it happened in model.py."""
+    hint = hints.explain(e, path.name)
+    return hint or f"your code raised {type(e).__name__}: {e}\n{_where_in(path, e)}".rstrip()
+
+
+class NotDone(Stop):
+    """A stub the student has not filled in yet, met outside a check cell."""
+
+
+@contextmanager
+def student_code(what: str, path=None):
+    """Run the student's code in a with-block: an exception ends the cell with one or two lines
+    (NotDone for a stub not filled in yet) instead of a traceback."""
+    path = Path(path or model_path()).resolve()
+    try:
+        yield
+    except Stop:
+        raise
+    except NotImplementedError as e:
+        raise NotDone(f"{what} needs a piece that is not implemented yet ({e}).") from None
+    except Exception as e:
+        raise Stop(f"{what}: {_crashed(e, path)}") from None
 
 
 def public_tests(piece: str | None = None) -> None:
@@ -243,9 +288,19 @@ def bench(impl=None, quiet: bool = False, **options) -> dict:
         # kernel's settings (DEBUG from the checks) out of its way.
         status = _stream(cmd, env=dict(os.environ, INFKIT_MODEL=str(impl)), echo=not quiet)
         if status != 0 or not out.exists():
-            tail = "\n".join(_stream.tail)
-            raise Stop(f"the benchmark stopped (exit status {status}). Its last lines:\n{tail}")
+            raise Stop(f"the benchmark stopped (exit status {status}). {_last_words(_stream.tail)}")
         return json.loads(out.read_text())
+
+
+def _last_words(lines: list[str]) -> str:
+    """What to show of a failed benchmark's last lines: a Python traceback becomes its final
+    line (with a hint when there is one); anything else is shown as it is."""
+    if not any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return "Its last lines:\n" + "\n".join(lines)
+    last = lines[-1]
+    kind, _, message = last.partition(": ")
+    hint = hints.explain_error(kind.rsplit(".", 1)[-1], message)
+    return f"It ended with {last}" + (f"\n{hint}" if hint else "")
 
 
 def sweep(name: str, values, **options) -> list[tuple]:
@@ -291,3 +346,33 @@ def plottable(values) -> list[float]:
 
 def fmt(value, spec: str = ".2f", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+# The headline figures of a run.sh result, and the course's goal for the two that have one.
+# The goals hold for a T4 with the released weights: on a CPU with the tiny stand-ins they mean
+# nothing, and are not shown.
+HEADLINES = [
+    ("KV cache vs naive", "kv_speedup_vs_naive", "x", "> 10x"),
+    ("speculative vs KV cache", "spec_speedup_vs_kv", "x", "about 2x"),
+    ("acceptance rate", "acceptance_rate", "", None),
+    ("KV cache vs transformers generate", "kv_vs_transformers", "x", None),
+    ("speculative vs transformers assisted", "spec_vs_transformers_assisted", "x", None),
+]
+CPU_NOTE = (
+    "These figures come from tiny random-weight stand-ins on a CPU: they show that your code runs "
+    "and agrees with the naive loop, not how fast it is. The goals (KV cache > 10x naive, "
+    "speculative about 2x the KV cache) are for a T4 GPU with the released weights."
+)
+
+
+def speed_summary(result: dict, env: Env) -> str:
+    """The headline lines under the speed test; the goals only where they apply."""
+    lines = []
+    for label, key, unit, goal in HEADLINES:
+        text = f"{label:38s} {fmt(figure(result, key), unit=unit)}"
+        if goal and env.real_weights:
+            text += f"   (goal {goal})"
+        lines.append(text)
+    if not env.real_weights:
+        lines.append(CPU_NOTE if env.device == "cpu" else "(random-weight stand-ins: the goals do not apply)")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The Colab notebook: committed copy up to date, structure, and its helpers (infkit.notebook).
+"""The Colab notebook: committed copy up to date with its source (notebooks/inference.py),
+structure, and its helpers (infkit.notebook).
 
 Executing it in a kernel takes a minute or two: that is `make notebook` / `make notebook-starter`.
 """
@@ -137,3 +138,41 @@ def test_bench_accepts_every_option_the_notebook_passes():
         for key in ("run", "batch", "spec"):
             used |= {flag for flag in nb.bench_command(**work[key]) if flag.startswith("--")}
     assert used <= offered, f"infkit.bench lacks {sorted(used - offered)}"
+
+
+def test_the_source_is_a_percent_format_file(builder):
+    """Every cell of the .ipynb comes from notebooks/inference.py; the converter refuses what it
+    cannot read instead of dropping it."""
+    text = (NOTEBOOKS / "inference.py").read_text()
+    assert text.count("\n# %%") == len(builder.CELLS)
+    with pytest.raises(builder.SourceError, match="not a comment"):
+        builder.parse('# %% [markdown] tags=["a"]\n# fine\nnot commented\n')
+    with pytest.raises(builder.SourceError, match="used twice"):
+        builder.parse('# %% tags=["a"]\nx = 1\n# %% tags=["a"]\ny = 2\n')
+    with pytest.raises(builder.SourceError, match="exactly one tag"):
+        builder.parse("# %%\nx = 1\n")
+    assert builder.parse(
+        '# header\n# %% [markdown] tags=["t"]\n# # Title\n#\n# text\n\n\n# %% tags=["c"]\nx = 1\n\n'
+    ) == [
+        ("t", "md", "# Title\n\ntext"),
+        ("c", "code", "x = 1"),
+    ]
+
+
+def test_first_cell_says_how_to_get_a_gpu_and_to_save_model_py(notebook):
+    first = notebook.cells[0].source
+    assert "Runtime > Change runtime type > T4 GPU" in first and "download `model.py` first" in first
+
+
+def test_cpu_runtime_in_colab_is_told_how_to_switch():
+    text = nb.Env(in_colab=True, device="cpu", online=False).describe()
+    assert "Runtime > Change runtime type > T4 GPU" in text and "download model.py first" in text
+    assert "Change runtime" not in nb.Env(in_colab=False, device="cpu", online=False).describe()
+
+
+def test_speed_figures_on_a_cpu_are_not_held_against_the_goals():
+    result = {"kv_speedup_vs_naive": 1.7, "spec_speedup_vs_kv": 1.1, "acceptance_rate": 0.5}
+    cpu = nb.speed_summary(result, nb.Env(in_colab=True, device="cpu", online=False))
+    assert "1.70x" in cpu and "(goal" not in cpu and "not how fast it is" in cpu
+    gpu = nb.speed_summary(result, nb.Env(in_colab=True, device="cuda", online=True))
+    assert "1.70x   (goal > 10x)" in gpu and "not how fast" not in gpu

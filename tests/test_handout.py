@@ -1,0 +1,130 @@
+"""The student handout holds what students use and nothing of the staff's: every infkit module
+that run.sh, the public tests or the notebook imports ships, the staff's own tools do not; and
+its build refuses the YOUR-ORG placeholder of the Colab link."""
+
+import ast
+import importlib.util
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from autograder import build
+from infkit import paths
+
+ROOT = paths.ROOT
+INFKIT = ROOT / "infkit"
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "notebooks" / "build_notebook.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def infkit_imports(source: str, package_relative: bool) -> set[str]:
+    """The infkit modules a piece of Python imports (any depth: imports inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("infkit.")}
+        elif isinstance(node, ast.ImportFrom):
+            relative = node.level == 1 and package_relative
+            if node.module == "infkit" or (relative and node.module is None):
+                found |= {a.name for a in node.names}
+            elif node.module and (node.module.startswith("infkit.") or relative):
+                found.add(node.module.removeprefix("infkit.").split(".")[0])
+    return {name for name in found if (INFKIT / f"{name}.py").is_file()}
+
+
+def reachable_from_the_handout() -> set[str]:
+    """infkit modules reached from what students run: run.sh (python -m infkit.bench), the
+    public tests, and the notebook's code cells (through infkit.notebook)."""
+    todo = {"bench"}
+    for test in (ROOT / "autograder" / "tests_public").glob("*.py"):
+        todo |= infkit_imports(test.read_text(), package_relative=False)
+    for _, kind, source in _builder().CELLS:
+        if kind == "code":
+            todo |= infkit_imports(source, package_relative=False)
+    seen = set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo |= infkit_imports((INFKIT / f"{name}.py").read_text(), package_relative=True)
+    return seen
+
+
+def shipped_modules() -> set[str]:
+    return {Path(arc).stem for arc, _ in build.handout_files() if arc.startswith("infkit/")}
+
+
+def test_run_sh_runs_infkit_bench():
+    assert "-m infkit.bench" in (ROOT / "run.sh").read_text()
+
+
+def test_everything_the_handout_runs_ships():
+    reached = reachable_from_the_handout()
+    assert {"bench", "notebook", "checks", "requirements", "hints"} <= reached
+    missing = reached - shipped_modules()
+    assert not missing, f"the handout runs infkit modules it does not ship: {sorted(missing)}"
+
+
+def test_staff_tools_stay_with_staff():
+    staff = {name.removesuffix(".py") for name in build.NOT_FOR_STUDENTS}
+    assert {"pairs", "verify_cost", "inference_math"} <= staff
+    assert not staff & shipped_modules(), "staff-only modules in the handout"
+    used = staff & reachable_from_the_handout()
+    assert not used, f"the handout runs staff-only modules: {sorted(used)}"
+
+
+def test_the_notebook_source_does_not_ship():
+    assert "notebooks/inference.py" not in dict(build.handout_files())
+
+
+def test_placeholder_stops_the_handout_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "placeholder_problems", lambda root=ROOT: ["README.md"])
+    monkeypatch.delenv("ALLOW_PLACEHOLDER", raising=False)
+    with pytest.raises(SystemExit) as info:
+        build.build_handout(tmp_path)
+    message = str(info.value)
+    assert "YOUR-ORG" in message and "ALLOW_PLACEHOLDER=1" in message and "README.md" in message
+    assert not (tmp_path / "handout.zip").exists()
+    monkeypatch.setenv("ALLOW_PLACEHOLDER", "1")
+    assert build.build_handout(tmp_path).is_file()
+
+
+def test_placeholder_problems_reads_the_files(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "README.md").write_text(
+        "[badge](https://colab.research.google.com/github/course-org/x.ipynb)"
+    )
+    (tmp_path / "notebooks" / "inference.ipynb").write_text('{"source": "github/YOUR-ORG/inference-kit"}')
+    assert build.placeholder_problems(tmp_path) == ["notebooks/inference.ipynb"]
+    # the kit as committed still has it (staff replace it before a term)
+    if "YOUR-ORG" in (ROOT / "README.md").read_text():
+        assert "README.md" in build.placeholder_problems()
+
+
+def test_the_colab_link_is_the_same_everywhere():
+    url = _builder().COLAB_URL
+    assert url in (ROOT / "README.md").read_text(), "README's Open in Colab badge differs from the notebook's"
+    assert "/blob/main/notebooks/inference.ipynb" in url
+
+
+def test_readme_says_publish_the_handout_not_the_kit():
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert "make handout" in text and "never the kit itself" in text
+
+
+def test_make_passes_allow_placeholder_through(tmp_path):
+    """`make handout ALLOW_PLACEHOLDER=1` must reach the build's environment."""
+    probe = tmp_path / "Makefile"
+    probe.write_text('show:\n\t@echo "[$$ALLOW_PLACEHOLDER]"\n')
+    env = {k: v for k, v in os.environ.items() if k != "ALLOW_PLACEHOLDER"}
+    out = subprocess.run(
+        ["make", "-s", "-f", str(probe), "ALLOW_PLACEHOLDER=1"], env=env, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "[1]", out
