@@ -418,10 +418,6 @@ def expected_points(name: str) -> dict:
     return {t.name: (t.points if verdicts[t.piece] == "pass" else 0.0) for t in rubric.TESTS}
 
 
-def lost_points(name: str) -> float:
-    return sum(t.points for t in rubric.TESTS) - sum(expected_points(name).values())
-
-
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CORPUS:
         sys.exit(f"usage: python -m autograder.student_corpus NAME   (one of: {', '.join(CORPUS)})")
