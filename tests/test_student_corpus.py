@@ -283,7 +283,7 @@ def test_harness_points_match(name, row, graded):
 MESSAGES = {
     ("decode_one_token_only", "speculative"): "fix attn_decode first",
     ("decode_is_causal_sdpa", "attn_decode"): "DEBUG",
-    ("hardcoded_cuda", "buffers"): "device",
+    ("hardcoded_cuda", "buffers"): "weights",  # use the weights' device (the quoted line says "device")
 }
 
 
