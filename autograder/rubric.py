@@ -128,9 +128,9 @@ LOAD_RETRIES = 2  # re-runs of a job that timed out on a busy machine, each with
 PREREQUISITES = {
     "gpt_decode": ("attn_decode",),
     "generate_kv": ("prefill", "attn_decode", "gpt_decode"),
-    "kv_speed": ("generate_kv",),
+    "kv_speed": ("prefill", "attn_decode", "gpt_decode", "generate_kv"),
     "speculative": ("attn_decode", "gpt_decode"),
-    "spec_speed": ("speculative",),
+    "spec_speed": ("attn_decode", "gpt_decode", "speculative"),
 }
 # A fast-path (DEBUG off) failure of these is explained by one of attn_decode, which computes
 # their attention: they keep their points and say so.
