@@ -26,6 +26,7 @@ AUTOGRADER_FILES = (
     "__init__.py",
     "confine.py",
     "harness.py",
+    "load.py",
     "rubric.py",
     "sandbox.py",
     "selfcheck.py",
