@@ -124,7 +124,7 @@ def _latency_options(p):
         help=f"tokens generated per request (default: {LATENCY_NEW_TOKENS}, or what the model's "
         "block_size leaves after the prompt)",
     )
-    g.add_argument("--latency-samples", type=int, default=3, help="timed requests per method")
+    g.add_argument("--latency-samples", type=int, default=2, help="timed requests per method")
 
 
 def _workloads(args, skip: set) -> tuple[Workload, ...]:
