@@ -175,6 +175,9 @@ def test_busy_machine_is_measured():
     reasons = machine.busy_reasons(load_before=3.0, shares={"throughput": 0.02, "latency": 0.3}, n_cores=2)
     assert len(reasons["throughput"]) == 1 and len(reasons["latency"]) == 2
     assert machine.busy_reasons(load_before=0.2, shares={"latency": 0.01}, n_cores=2) == {"latency": []}
+    # off Linux (no shares) the load average after the run, less the run's own cores, decides
+    assert machine.busy_reasons(0.2, {"latency": None}, 2, load_after_others=2.5)["latency"]
+    assert machine.busy_reasons(0.2, {"latency": 0.01}, 2, load_after_others=2.5) == {"latency": []}
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="measures other programs' CPU time on Linux")

@@ -65,13 +65,28 @@ def others_share(start: Snapshot, end: Snapshot, n_cores: int) -> float | None:
     return min(1.0, max(0.0, others / (wall * n_cores)))
 
 
-def busy_reasons(load_before: float | None, shares: dict, n_cores: int) -> dict[str, list[str]]:
-    """Why each test's figures may be noise: {test: [reason, ...]} (empty lists: quiet)."""
+def own_cores(start: Snapshot, end: Snapshot) -> float:
+    """How many cores this process kept busy between two snapshots, on average."""
+    wall = end.wall - start.wall
+    return (end.own - start.own) / wall if wall > 0 else 0.0
+
+
+def busy_reasons(
+    load_before: float | None, shares: dict, n_cores: int, load_after_others: float | None = None
+) -> dict[str, list[str]]:
+    """Why each test's figures may be noise: {test: [reason, ...]} (empty lists: quiet).
+    shares: each test's others_share (None off Linux). load_after_others: the load average after
+    the run less this run's own cores; judged only where shares are unknown, since the load
+    average also counts threads waiting on a disk, and lags a minute behind."""
     reasons = {test: [] for test in shares}
-    if load_before is not None and load_before > LOAD_LIMIT * n_cores:
+    limit = LOAD_LIMIT * n_cores
+    if load_before is not None and load_before > limit:
         for test in reasons:
             reasons[test].append(f"load average {load_before:.2f} on {n_cores} cores before the run")
     for test, share in shares.items():
         if share is not None and share > OTHERS_LIMIT:
             reasons[test].append(f"other programs used {100 * share:.0f}% of the CPU during the {test} test")
+    last = list(shares)[-1] if shares else None
+    if last and shares[last] is None and load_after_others is not None and load_after_others > limit:
+        reasons[last].append(f"load average {load_after_others:.2f} above this run's own threads after it")
     return reasons

@@ -17,6 +17,7 @@ class TestRun:
     rows: dict  # (method, batch) -> measure.Row
     prompts: object
     others_share: float | None  # other programs' share of the CPU while this test ran
+    own_cores: float  # cores this process kept busy during it
 
 
 @dataclass
@@ -49,8 +50,9 @@ def measure_all(models, config: Config, load_before: float | None) -> Measured:
             rows = measure_test(models, methods, w, prompts, config, progress)
             if w.test == "latency":
                 latency_probes(models, rows, w, prompts, config, measured)
-            share = machine.others_share(start, machine.snapshot(), measured.cores)
-            measured.tests[w.test] = TestRun(w, rows, prompts, share)
+            end = machine.snapshot()
+            share = machine.others_share(start, end, measured.cores)
+            measured.tests[w.test] = TestRun(w, rows, prompts, share, machine.own_cores(start, end))
     last = config.workloads[-1]
     measured.bandwidth = probes.bandwidth_samples(models.target, last.prompt_len, config.device)
     measured.load_after = machine.load_average()
@@ -73,9 +75,10 @@ def latency_probes(models, rows: dict, w: Workload, prompts, config: Config, mea
 
 def analyse_all(measured: Measured, config: Config) -> Analysis:
     shares = {test: run.others_share for test, run in measured.tests.items()}
-    analysis = Analysis(
-        figures={}, reasons=machine.busy_reasons(measured.load_before, shares, measured.cores)
-    )
+    last = list(measured.tests.values())[-1]
+    after = None if measured.load_after is None else measured.load_after - last.own_cores
+    reasons = machine.busy_reasons(measured.load_before, shares, measured.cores, after)
+    analysis = Analysis(figures={}, reasons=reasons)
     for run in measured.tests.values():
         analyse.summarise_rows(run.rows, run.workload)
         analyse.check_outputs(run.rows)
