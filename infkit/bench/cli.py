@@ -100,6 +100,7 @@ def _throughput_options(p):
         "--naive-batch-size",
         type=int,
         nargs="*",
+        default=argparse.SUPPRESS,  # the smallest batch size, below
         help="batch sizes at which the naive baseline runs (default: the smallest of --batch-size; "
         "its cost grows with batch x length^2)",
     )
@@ -121,6 +122,7 @@ def _latency_options(p):
     g.add_argument(
         "--latency-new-tokens",
         type=int,
+        default=argparse.SUPPRESS,  # fitted to the model in setup.fit_to_model
         help=f"tokens generated per request (default: {LATENCY_NEW_TOKENS}, or what the model's "
         "block_size leaves after the prompt)",
     )
@@ -138,7 +140,7 @@ def _workloads(args, skip: set) -> tuple[Workload, ...]:
         samples=args.samples,
         batch_samples=args.batch_samples,
         naive_samples=args.naive_samples,
-        naive_batch_sizes=tuple(args.naive_batch_size or [min(batch_sizes)]),
+        naive_batch_sizes=tuple(getattr(args, "naive_batch_size", None) or [min(batch_sizes)]),
     )
     sampled = () if args.temperature else ("kv_sampled", "speculative_sampled")
     latency = Workload(
@@ -146,7 +148,7 @@ def _workloads(args, skip: set) -> tuple[Workload, ...]:
         methods=tuple(m for m in TEST_METHODS["latency"] if m not in skip and m not in sampled),
         batch_sizes=(1,),
         prompt_len=args.latency_prompt_len,
-        new_tokens=args.latency_new_tokens or LATENCY_NEW_TOKENS,
+        new_tokens=getattr(args, "latency_new_tokens", LATENCY_NEW_TOKENS),
         samples=args.latency_samples,
         batch_samples=1,
         naive_samples=0,
@@ -186,5 +188,5 @@ def parse(argv=None) -> Config:
         with_hf=not {"hf", "hf_assisted"} <= skip,
         workloads=workloads,
         command=command,
-        fit_latency=args.latency_new_tokens is None,
+        fit_latency=not hasattr(args, "latency_new_tokens"),
     )
