@@ -10,7 +10,8 @@ from .analyse import FIGURES
 from .config import LABELS, OTHERS_LIMIT, SPREAD_LIMIT
 from .summary import Summary, device_info, figure_json, headline_values, versions
 
-EXTRA_LABELS = {
+EXTRA_LABELS = {  # in the warnings, where a figure's line has no neighbours to explain it
+    "spec_speedup_vs_kv_agreeing_draft": "speculative vs KV with a draft that always agreed (the ceiling)",
     "spec_speedup_vs_kv_decode_phase": "speculative vs KV after the prompt's prefill",
     "fraction_of_bandwidth_limit": "decode step against the bandwidth limit",
 }
@@ -136,7 +137,7 @@ def warnings(analysis) -> list[str]:
     """Why figures are noise: the machine was busy, or a ratio's samples disagree."""
     found = [f"{reason}" for reasons in analysis.reasons.values() for reason in reasons]
     found = list(dict.fromkeys(found))  # a load average before the run is every test's reason
-    labels = {spec.key: spec.label for spec in FIGURES} | EXTRA_LABELS
+    labels = {spec.key: spec.label.strip() for spec in FIGURES} | EXTRA_LABELS
     for key, f in analysis.figures.items():
         if f.failure:
             found.append(f"{labels.get(key, key)}: measurement failed, {f.failure}")
