@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The throughput / latency test: naive generate vs generate_kv vs generate_speculative, and the
-# transformers baselines on the same weights. `./run.sh --help` lists the options.
+# The throughput test and the latency test (each on its own workload): naive generate vs
+# generate_kv vs generate_speculative, and the transformers baselines on the same weights.
+# `./run.sh --help` lists the options and says which workload each figure comes from.
 # On a fresh machine it first builds .venv from the pinned requirements (make venv).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -6,11 +6,9 @@ raw seconds and the tokens it produced; the harness checks the tokens and takes 
 The fixtures are defined here, not in infkit.fixtures, so that they stay fixed.
 """
 
-import time
-
 import torch
 
-from infkit import checks, fixtures
+from infkit import checks, fixtures, timing
 
 SEED = 5
 # generate_kv vs naive generate: a prompt long enough that re-running it dominates.
@@ -47,9 +45,8 @@ def _interleaved(fns: dict, repeats: int = REPEATS) -> tuple[dict, dict]:
     seconds = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            outputs[name] = fn()
-            seconds[name].append(time.perf_counter() - t0)
+            with timing.timed("cpu", seconds[name]):
+                outputs[name] = fn()
     return seconds, outputs
 
 

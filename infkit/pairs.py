@@ -18,12 +18,10 @@ The table is what docs/fixtures.md records; copy it there with the date and the 
 
 import argparse
 import dataclasses
-import statistics
-import time
 
 import torch
 
-from . import bench_models, corpus, fixtures, loading, paths
+from . import bench_models, corpus, fixtures, loading, paths, timing
 
 
 @torch.no_grad()
@@ -47,14 +45,12 @@ def step_ms(model, prompt_len: int, tokens: int, repeats: int = 7) -> float:
     idx = torch.zeros(1, prompt_len, dtype=torch.long)
     new = torch.zeros(1, tokens, dtype=torch.long)
     model.prefill(idx)
-    seconds = []
-    for i in range(repeats + 2):
+
+    def step():
         model.set_kv_pos(prompt_len)
-        t0 = time.perf_counter()
         model.decode(new)
-        if i >= 2:  # two warm-up steps
-            seconds.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(seconds)
+
+    return 1000 * timing.median(timing.time_call(step, "cpu", repeats, warmup=2))
 
 
 def expected_speedup(alpha: float, k: int, cost: float, verify: float) -> float:

@@ -1,4 +1,6 @@
-"""Honest wall-clock timing: warm-up, device synchronisation, several samples, medians."""
+"""Honest wall-clock timing: warm-up, device synchronisation, several samples, medians. The one
+timer that run.sh (infkit.bench), the autograder's in-process speed ratios (autograder/speed.py)
+and the fixture pairs' table (infkit.pairs) share."""
 
 import statistics
 import time
