@@ -176,9 +176,10 @@ if __name__ == "__main__":
     from pathlib import Path
 
     table = points_table()
-    if "--write" in sys.argv:  # replace the table between the README's markers
-        readme = Path(__file__).resolve().parents[1] / "README.md"
-        text = readme.read_text()
-        start, end = text.index("<!-- points-table -->\n"), text.index("<!-- /points-table -->")
-        readme.write_text(text[: start + len("<!-- points-table -->\n")] + table + "\n" + text[end:])
+    if "--write" in sys.argv:  # replace the table between the markers of both READMEs
+        here = Path(__file__).resolve().parent
+        for readme in (here.parent / "README.md", here / "handout_README.md"):
+            text = readme.read_text()
+            start, end = text.index("<!-- points-table -->\n"), text.index("<!-- /points-table -->")
+            readme.write_text(text[: start + len("<!-- points-table -->\n")] + table + "\n" + text[end:])
     print(table)
