@@ -48,6 +48,7 @@ def grade_in_root(
     log=None,
     timeout_s: float | None = None,
     stop: threading.Event | None = None,
+    worker_user: str | None = None,
 ) -> Graded:
     """Grade one upload (a file or a folder as uploaded) exactly as Gradescope does: the harness
     in its own process on ROOT/submission, results read back from ROOT/results/results.json.
@@ -70,6 +71,8 @@ def grade_in_root(
         sandbox.provide_worker_python(sandbox.worker_user())  # as root: a Python the worker account can run
         env = dict(os.environ, AUTOGRADER_ROOT=str(root), PYTHONPATH=str(paths.ROOT))
         env.pop("AUTOGRADER_TESTS", None)
+        if worker_user:  # parallel gradings as root: each its own account (end_job kills by account)
+            env["AUTOGRADER_WORKER_USER"] = worker_user
         if tests:
             env["AUTOGRADER_TESTS"] = tests
         proc = subprocess.Popen(

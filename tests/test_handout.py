@@ -31,12 +31,19 @@ def infkit_imports(source: str, package_relative: bool) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("infkit.")}
         elif isinstance(node, ast.ImportFrom):
-            relative = node.level == 1 and package_relative
+            relative = node.level >= 1 and package_relative
             if node.module == "infkit" or (relative and node.module is None):
                 found |= {a.name for a in node.names}
             elif node.module and (node.module.startswith("infkit.") or relative):
                 found.add(node.module.removeprefix("infkit.").split(".")[0])
-    return {name for name in found if (INFKIT / f"{name}.py").is_file()}
+    return {name for name in found if (INFKIT / f"{name}.py").is_file() or (INFKIT / name).is_dir()}
+
+
+def source_of(name: str) -> str:
+    """An infkit module's source, or all of a subpackage's (infkit/bench/)."""
+    if (INFKIT / name).is_dir():
+        return "\n".join(f.read_text() for f in sorted((INFKIT / name).glob("*.py")))
+    return (INFKIT / f"{name}.py").read_text()
 
 
 def reachable_from_the_handout() -> set[str]:
@@ -53,12 +60,12 @@ def reachable_from_the_handout() -> set[str]:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo |= infkit_imports((INFKIT / f"{name}.py").read_text(), package_relative=True)
+            todo |= infkit_imports(source_of(name), package_relative=True)
     return seen
 
 
 def shipped_modules() -> set[str]:
-    return {Path(arc).stem for arc, _ in build.handout_files() if arc.startswith("infkit/")}
+    return {Path(arc.split("/")[1]).stem for arc, _ in build.handout_files() if arc.startswith("infkit/")}
 
 
 def test_run_sh_runs_infkit_bench():

@@ -84,11 +84,12 @@ def test_cache_in_another_dtype_than_the_weights(tmp_path):
         (CACHE_LINE, CACHE_LINE.replace("dtype=w.dtype", "dtype=torch.float16")),
         (CAST_LINE, "y = attend(q, keys, values, q_start=start)"),
     )
-    with pytest.raises(nb.Stop) as info:
-        nb.check("attn_decode", path=path)
+    with pytest.raises(nb.Stop) as info:  # the buffers check names the dtype and the fix...
+        nb.check("buffers", path=path)
     message = short(str(info.value))
-    assert "the KV cache is float16 but the weights are float32" in message, message
-    assert "model.py line" in message and "dtype=self.c_attn.weight.dtype" in message
+    assert "float16" in message and "float32" in message, message
+    assert "dtype=self.c_attn.weight.dtype" in message
+    nb.check("attn_decode", path=path)  # ...and later pieces run on a cache the grader allocates
 
 
 def test_device_mismatch():
