@@ -213,16 +213,21 @@ def _kill_all_as(user):
     subprocess.run(["/bin/true"], preexec_fn=as_worker, check=False)
 
 
-def end_job(user, kill_account: bool = False, rounds: int = 200) -> float:
-    """Kill what the job left running (our descendants; with `kill_account`, every process of
-    the worker account), reap it, and return the CPU seconds of what we reaped: work a detached
-    helper did during the job is charged to the job."""
+def our_processes() -> set[int]:
+    """Our descendants now: processes the caller started before a job, which end_job spares."""
+    return set(descendants(_processes(), os.getpid()))
+
+
+def end_job(user, kill_account: bool = False, spare: frozenset = frozenset(), rounds: int = 200) -> float:
+    """Kill what the job left running (our descendants but those in `spare`, which ran before the
+    job; with `kill_account`, every process of the worker account), reap it, and return the CPU
+    seconds of what we reaped: work a detached helper did during the job is charged to the job."""
     cpu, me = 0.0, os.getpid()
     for _ in range(rounds):
         if kill_account:
             _kill_all_as(user)
         table = _processes()
-        left = descendants(table, me)
+        left = [pid for pid in descendants(table, me) if pid not in spare]
         if kill_account:
             left += [pid for pid, (_, uid) in table.items() if uid == user[0] and pid not in left]
         if not left:

@@ -11,6 +11,7 @@ due date), so partial work earns partial credit and hard-coding the public case 
 import os
 from dataclasses import dataclass
 
+from infkit import pieces
 from infkit.checks import HIDDEN_SHAPE, PUBLIC_SHAPE
 
 VISIBLE, HIDDEN = "visible", "after_due_date"
@@ -64,6 +65,10 @@ TESTS = [
     ),
 ]
 
+# The rows follow the registry of pieces (infkit/pieces.py): every checked piece, in its order.
+assert tuple(dict.fromkeys(t.piece for t in TESTS if t.kind == "check")) == pieces.CHECKED
+assert tuple(t.piece for t in TESTS if t.kind == "sampling") == pieces.OPTIONAL
+
 TOTAL = sum(t.points for t in TESTS)
 HIDDEN_POINTS = sum(t.points for t in TESTS if t.visibility != VISIBLE)
 assert TOTAL - SAMPLING_POINTS == 50, TOTAL
@@ -83,8 +88,9 @@ class SpeedPolicy:
     piece: str  # the correctness piece whose judge explains an error in it
     min_ratio: float  # naive CPU per call / the student's, needed for the speed points
     gated: tuple  # rows (by piece) whose points also need the confirmation below
-    confirm_ratio: float  # the confirmation's kernel-timed ratio must reach this
+    confirm_ratio: float  # the confirmation's kernel-timed figure must reach this (see SPEED)
     confirm_what: str  # what the confirmation shows, for messages
+    confirm_measures: str  # what the confirmation's figure is, for messages
     confirm_fails: str  # what a ratio below confirm_ratio means, for messages
 
 
@@ -98,18 +104,22 @@ SPEED = {
         ("generate_kv",),
         2.0,
         "one new token per step after the prefill",
+        "the ratio naive / yours at",
         "it recomputes the sequence",
     ),
     # speculative vs the target's naive generate: cached ~4.5x, cache-less ~1.7x. Confirmation =
-    # cost with a draft that never agrees / cost with the fixture draft: speculative decoding
-    # ~2.8x (cached) and ~3.1x (cache-less), a generate_kv that fakes the pass count 1.05x.
+    # the extra CPU per call with a draft that never agrees, as a fraction of one naive call
+    # (harness.Grader.draft_sensitivity): the solution 0.28 and a cache-less decoder 1.1 (they pay
+    # k draft steps and a verify for every token), a generate_kv that fakes the pass count -0.06 to
+    # -0.02 (its cost ignores the draft), beside two CPU hogs too.
     "spec_speed": SpeedPolicy(
         "generate_speculative",
         "speculative",
         1.15,
         ("speculative", "spec_speed"),
-        1.5,
+        0.15,
         "the drafted tokens verified in one batched pass of the target",
+        "the extra cost with a draft that never agrees, as a fraction of a naive call, at",
         "the draft's proposals do not change the work your code does",
     ),
 }
@@ -137,8 +147,9 @@ PREREQUISITES = {
 FAST_PATH_EXPLAINED_BY = {"generate_kv": "attn_decode", "speculative": "attn_decode"}
 
 # ---------------------------------------------------------------------------------------
-# What each piece's points check, in a student's words (the README's table is generated from
-# this and the points above: `python -m autograder.rubric --write`; a test keeps them equal).
+# What each piece's points check, in a student's words (the READMEs' tables are generated from
+# this, the points above and infkit/pieces.py: `python -m autograder.rubric --write`; a test
+# keeps them equal).
 WHAT_EARNS_THE_POINTS = {
     "buffers": "the cache has the documented layout, the weights' dtype and device, is empty "
     "(seq_pos 0), non-persistent and moves with the model; its initial values and spare room "
@@ -153,6 +164,9 @@ WHAT_EARNS_THE_POINTS = {
     "speculative": "exactly the target's greedy tokens with any draft (the bonus token is "
     "optional), all k drafts verified in one target pass, never past block_size",
 }
+
+
+assert tuple(WHAT_EARNS_THE_POINTS) == pieces.CHECKED
 
 
 def points_table() -> str:
@@ -171,15 +185,28 @@ def points_table() -> str:
     return "\n".join(lines)
 
 
+TABLES = {  # marker -> (the table, the READMEs that hold it)
+    "points-table": (points_table, ("README.md", "autograder/handout_README.md")),
+    "pieces-table": (pieces.contract_table, ("README.md",)),
+}
+
+
+def table_in(text: str, marker: str) -> str:
+    """The table between `<!-- marker -->` and `<!-- /marker -->` of a README."""
+    start, end = text.index(f"<!-- {marker} -->\n"), text.index(f"<!-- /{marker} -->")
+    return text[start + len(f"<!-- {marker} -->\n") : end].strip()
+
+
 if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    table = points_table()
-    if "--write" in sys.argv:  # replace the table between the markers of both READMEs
-        here = Path(__file__).resolve().parent
-        for readme in (here.parent / "README.md", here / "handout_README.md"):
-            text = readme.read_text()
-            start, end = text.index("<!-- points-table -->\n"), text.index("<!-- /points-table -->")
-            readme.write_text(text[: start + len("<!-- points-table -->\n")] + table + "\n" + text[end:])
-    print(table)
+    root = Path(__file__).resolve().parent.parent
+    for marker, (make, readmes) in TABLES.items():
+        table = make()
+        print(table)
+        if "--write" in sys.argv:  # replace the table between the markers of each README
+            for name in readmes:
+                text = (root / name).read_text()
+                written = text.replace(table_in(text, marker), table, 1)
+                (root / name).write_text(written)

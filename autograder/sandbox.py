@@ -205,6 +205,7 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
     }
     cmd = [worker_python(), "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
     confine.become_subreaper()  # what the worker detaches comes back to us: see end_job
+    ours = confine.our_processes()  # the caller's own children (a load generator, say) are spared
     timed_out = False
     # The log is read back through this same descriptor: the worker may rename or replace the
     # file (say, by a link to a grader file), but not the inode we opened.
@@ -240,7 +241,7 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
             proc.wait()
             # Helpers it detached (setsid, double fork) are killed and reaped here, and the CPU
             # they used is charged to the job: work moved out of the worker still counts.
-            cpu_s += end_job(user)
+            cpu_s += end_job(user, spare=ours)
         size = os.fstat(log.fileno()).st_size
         log.seek(max(0, size - LOG_TAIL))
         tail = log.read(LOG_TAIL).decode("utf-8", "replace")
@@ -255,10 +256,11 @@ def is_shared_account(user) -> bool:
         return False
 
 
-def end_job(user) -> float:
-    """Nothing of a job outlives it: its processes (CPU seconds returned) and, for a separate
-    account, its files in the shared writable folders, which the next worker could read."""
-    cpu_s = confine.end_job(user, kill_account=bool(user) and not is_shared_account(user))
+def end_job(user, spare: frozenset = frozenset()) -> float:
+    """Nothing of a job outlives it: its processes (CPU seconds returned; `spare`: processes
+    that ran before it) and, for a separate account, its files in the shared writable folders,
+    which the next worker could read."""
+    cpu_s = confine.end_job(user, kill_account=bool(user) and not is_shared_account(user), spare=spare)
     if user:
         confine.remove_files_of(user[0])
         confine.remove_ipc_of(user[0])

@@ -28,9 +28,9 @@ import traceback
 
 import torch
 
-from . import fixtures, loading
+from . import fixtures, loading, pieces
 
-PIECES = ("buffers", "prefill", "attn_decode", "gpt_decode", "generate_kv", "speculative")
+PIECES = pieces.CHECKED  # in the order students write them (the registry: infkit/pieces.py)
 
 # Tolerances for comparing logits / hidden states in DEBUG mode (fp32 on CPU). A correct cache
 # changes only the order of float additions, which moves values by ~1e-6. INFKIT_TOL_SCALE
@@ -47,15 +47,7 @@ NEAR_TIE = 1e-4 * TOL_SCALE
 PUBLIC_SHAPE = "tiny"
 HIDDEN_SHAPE = dict(n_layer=2, n_head=3, n_embd=48, vocab_size=384, block_size=96)
 
-# What each piece's stub is called in a "not implemented yet" message.
-LABELS = {
-    "buffers": "buffers (CausalSelfAttention.init_kv_cache)",
-    "prefill": "prefill (the enable_kv branch of CausalSelfAttention.forward)",
-    "attn_decode": "attn_decode (CausalSelfAttention.decode)",
-    "gpt_decode": "gpt_decode (GPT.decode, or a piece it calls)",
-    "generate_kv": "generate_kv (or a piece it calls)",
-    "speculative": "generate_speculative",
-}
+LABELS = pieces.LABELS  # how messages name each piece
 
 
 class CheckFailed(AssertionError):
@@ -846,8 +838,27 @@ def judge_speculative(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
     return summary + (f" ({'; '.join(notes)})" if notes else "")
 
 
-PROBES = {p: globals()[f"probe_{p}"] for p in PIECES}
-JUDGES = {p: globals()[f"judge_{p}"] for p in PIECES}
+# Each piece's probe (run in the worker, on the student's code: records outputs only) and judge
+# (run by the grader: computes what is expected from the given code and compares).
+PROBES = {
+    "buffers": probe_buffers,
+    "prefill": probe_prefill,
+    "attn_decode": probe_attn_decode,
+    "gpt_decode": probe_gpt_decode,
+    "generate_kv": probe_generate_kv,
+    "speculative": probe_speculative,
+}
+JUDGES = {
+    "buffers": judge_buffers,
+    "prefill": judge_prefill,
+    "attn_decode": judge_attn_decode,
+    "gpt_decode": judge_gpt_decode,
+    "generate_kv": judge_generate_kv,
+    "speculative": judge_speculative,
+}
+assert tuple(PROBES) == tuple(JUDGES) == PIECES, (
+    "every checked piece of infkit/pieces.py needs a probe and a judge"
+)
 
 
 def probe(piece, module, shape=PUBLIC_SHAPE, seed=0):

@@ -96,7 +96,8 @@ def detect() -> Env:
 
 
 # What the speed cells pass to the benchmark (run.sh's options, as keywords). "run" is the
-# run.sh test itself; the sweeps use shorter sequences so that a plot takes minutes, not an hour.
+# run.sh test itself; the sweeps use shorter sequences so that a plot takes minutes, not an hour:
+# "batch" sizes the throughput test, "spec" the latency test (the one speculative decoding is for).
 # On a GPU, --model gpt2-large loads the released weights (the bench falls back to a random
 # stand-in of the same size when the hub cannot be reached). Offline on a CPU everything is tiny
 # on purpose: those figures show that the code runs, not how fast a GPU is.
@@ -113,14 +114,13 @@ WORKLOADS = {
             samples=2,
             skip=["speculative", "hf_assisted"],
         ),
-        spec=dict(
+        spec=dict(  # run.sh's latency test alone, shorter
             model="gpt2-large",
             device="cuda",
-            batch_size=[1],
-            prompt_len=128,
-            new_tokens=64,
-            samples=2,
-            skip=["naive", "hf", "hf_assisted"],
+            latency_prompt_len=32,
+            latency_new_tokens=96,
+            latency_samples=2,
+            skip=["throughput", "hf", "hf_assisted"],
         ),
         num_speculative=[1, 2, 3, 4, 6, 8],
     ),
@@ -142,10 +142,9 @@ WORKLOADS = {
             pair="tiny",
             device="cpu",
             threads=1,
-            batch_size=[1],
-            prompt_len=64,
-            new_tokens=32,
-            skip=["naive", "hf", "hf_assisted"],
+            latency_prompt_len=32,
+            latency_new_tokens=64,
+            skip=["throughput", "hf", "hf_assisted"],
         ),
         num_speculative=[1, 2, 3, 4, 6],
     ),

@@ -17,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from . import pieces
 from .paths import SOLUTION_MODEL, STARTER_MODEL
 
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION (\w+)\s*$")
@@ -26,8 +27,7 @@ HEADER = (
     "# Student starter, generated from solution/model.py by `make starter`.\n"
     "# Fill in every TODO(...) stub; `pytest tests_public` checks each piece.\n"
 )
-PIECES = ("buffers", "prefill", "attn_decode", "gpt_decode", "generate_kv", "speculative", "sampling")
-OPTIONAL = ("sampling",)  # extra credit: speculative sampling at temperature > 0
+PIECES = pieces.NAMES  # the solution's regions, in this order (the registry: infkit/pieces.py)
 
 
 def strip_solution(source: str) -> tuple[str, list[str]]:

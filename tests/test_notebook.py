@@ -140,6 +140,21 @@ def test_bench_accepts_every_option_the_notebook_passes():
     assert used <= offered, f"infkit.bench lacks {sorted(used - offered)}"
 
 
+def test_the_speculative_sweep_sizes_the_latency_test():
+    """The num_speculative sweep times run.sh's latency test alone (speculative decoding's
+    workload), at the sizes the notebook asks for: options of the other test would be ignored."""
+    from infkit.bench import cli
+
+    for work in nb.WORKLOADS.values():
+        command = nb.bench_command(**work["spec"])
+        (latency,) = cli.parse(command[command.index("infkit.bench") + 1 :]).workloads
+        assert latency.test == "latency" and "speculative" in latency.methods
+        assert (latency.prompt_len, latency.new_tokens) == (
+            work["spec"]["latency_prompt_len"],
+            work["spec"]["latency_new_tokens"],
+        )
+
+
 def test_the_source_is_a_percent_format_file(builder):
     """Every cell of the .ipynb comes from notebooks/inference.py; the converter refuses what it
     cannot read instead of dropping it."""

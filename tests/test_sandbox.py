@@ -122,6 +122,23 @@ def test_detached_grandchild_is_killed_and_its_cpu_charged():
     assert cpu >= 0.4, cpu
 
 
+def test_the_callers_own_children_survive_a_job():
+    """A process the caller started before the job (a load generator beside harness.grade, say)
+    is not the job's: end_job kills and reaps only what the job left."""
+    assert confine.become_subreaper()
+    mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        spare = confine.our_processes()
+        assert mine.pid in spare
+        confine.end_job(None, spare=spare)
+        assert mine.poll() is None  # still running
+        confine.end_job(None)  # without `spare` it is killed and reaped like a job's leftover
+        with pytest.raises(ProcessLookupError):
+            os.kill(mine.pid, 0)
+    finally:
+        mine.kill()
+
+
 def test_no_worker_account_means_no_grading(tmp_path, monkeypatch):
     """As root without a worker account: every row says the autograder could not run, and the
     student's code never ran (it would have left a file)."""
