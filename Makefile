@@ -82,8 +82,8 @@ RESULTS ?= build/results.json
 autograder: venv check-starter  ## build build/autograder.zip (upload it to Gradescope)
 	$(PY) -m autograder.build autograder
 
-grade-under-load: venv  ## grade the solution RUNS times beside HOGS busy processes (load never costs points)
-	$(PY) -m autograder.under_load --runs $(or $(RUNS),10) --hogs $(or $(HOGS),2)
+grade-under-load: venv  ## grade the solution RUNS times beside HOGS busy processes [QUOTA=0.5 of a core] (load never costs points)
+	$(PY) -m autograder.under_load --runs $(or $(RUNS),10) --hogs $(or $(HOGS),2) $(if $(QUOTA),--cpu-quota $(QUOTA))
 
 grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...]
 	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS)

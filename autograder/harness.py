@@ -12,7 +12,6 @@ results.json is written by this process, last, in a `finally`.
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ import torch
 
 from infkit import checks, loading, paths, sampling_check
 
-from . import load, rubric, sandbox, speed
+from . import load, rubric, sandbox, verdicts
 
 ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
 BUDGET_S = rubric.BUDGET_S
@@ -104,7 +103,7 @@ class Grader:
         self.not_measured = set()  # speed pieces whose timing the machine's load prevented
         self.fast_path_failed = set()  # pieces correct in DEBUG and wrong outside it
         self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker
-        self._expected_cpu = {}
+        self.expected_cpu = {}  # speed piece -> the reference's outputs for the student role
         self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
@@ -218,133 +217,6 @@ class Grader:
             )
         return summaries[0] if len(summaries) == 1 else f"{summaries[0]} ({len(summaries)} seeds)"
 
-    def speed(self, test: rubric.Test) -> str:
-        """One speed test (rubric.SPEED): in-process ratios for information, then the verdict
-        and the confirmation of its gated rows from the kernel's CPU accounting."""
-        policy = rubric.SPEED[test.piece]
-        try:
-            (result,) = self.run_job(test)
-        except NotMeasured:
-            self.not_measured.add(test.piece)
-            raise
-        if result["error"] is not None:
-            checks.judge(policy.piece, self.ref, {}, result["error"])
-        rec = result["rec"]
-        secs = {k: statistics.median(float(x) for x in v) for k, v in rec["seconds"].items()}
-        if min(secs.values()) <= 0:
-            raise checks.CheckFailed("the grader could not read your code's timings.")
-        model, expected = speed.expected_outputs(test.piece, self.ref)
-        key = "out_kv" if test.piece == "kv_speed" else "out_spec"
-        checks.compare_greedy(model, rec[key], expected, f"{policy.method} on the speed fixture")
-        self.speed_records[test.piece] = (secs, rec, model, expected)
-        mine = secs["kv" if test.piece == "kv_speed" else "spec"]
-        detail = (
-            f"naive generate {secs['naive']:.3f} s, your {policy.method} {mine:.3f} s "
-            f"({speed.describe(test.piece)}, median of {speed.REPEATS}): {secs['naive'] / mine:.2f}x faster; "
-            f"needed >= {policy.min_ratio}x"
-        )
-        try:
-            cpu_ratio, cpu_detail = self.kernel_timed_ratio(test, policy.min_ratio)
-            detail = f"{detail}. Verdict from the kernel's CPU accounting of separate processes: {cpu_detail}"
-            confirmed, confirm_detail = (
-                (cpu_ratio, "") if test.piece == "kv_speed" else self.draft_sensitivity(test, policy)
-            )
-        except NotMeasured:
-            self.not_measured.add(test.piece)
-            raise
-        self.confirmed[test.piece] = confirmed
-        detail += f"; {confirm_detail}" if confirm_detail else ""
-        if cpu_ratio < policy.min_ratio:
-            raise checks.CheckFailed(f"too slow: {detail}.")
-        return detail
-
-    def _kernel_cpu(self, test: rubric.Test, roles: tuple, cpu: dict):
-        """Run one worker per role; keep each role's least CPU seconds (from the kernel) in
-        `cpu`, and check every output of the student's calls."""
-        policy = rubric.SPEED[test.piece]
-        model, expected = self._cpu_expected(test.piece)
-        for role in roles:
-            (result,) = self.run_job(test, role=role)
-            if result["error"] is not None:
-                checks.judge(policy.piece, self.ref, {}, result["error"])
-            cpu[role] = min(cpu.get(role, float("inf")), self.last_cpu_s)
-            if role in ("student", "stranger"):
-                outputs = result["rec"]["outputs"]
-                if not isinstance(outputs, list) or len(outputs) != len(expected):
-                    raise checks.CheckFailed("the grader got incomplete outputs from your code.")
-                drafted = " with a draft that never agrees" if role == "stranger" else ""
-                for i, (got, want) in enumerate(zip(outputs, expected)):
-                    checks.compare_greedy(model, got, want, f"{policy.method}{drafted} on speed prompt {i}")
-
-    def _cpu_expected(self, piece: str):
-        if piece not in self._expected_cpu:
-            self._expected_cpu[piece] = speed.expected_cpu_outputs(piece, self.ref)
-        return self._expected_cpu[piece]
-
-    def _per_call(self, cpu: dict, role: str, calls: int) -> float:
-        return max(cpu[role] - cpu["setup"], 1e-3) / calls
-
-    def _attempts(self):
-        """1, 2, ... KERNEL_ATTEMPTS for the runs of a kernel-timed measurement; a retry only
-        while time is left for the tests still to come."""
-        for runs in range(1, rubric.KERNEL_ATTEMPTS + 1):
-            if runs > 1 and self.deadline - time.monotonic() < 90:
-                return
-            yield runs
-
-    def kernel_timed_ratio(self, test: rubric.Test, need: float) -> tuple[float, str]:
-        """The pass/fail ratio, from CPU seconds the kernel counted for three workers (see
-        speed.CPU_CALLS): nothing the student's code does in its process can change them.
-
-        On a shared machine a worker's CPU time also grows when others compete for caches and
-        memory (and, in a VM, with time stolen by the host), so a ratio below `need` is measured
-        again, up to KERNEL_ATTEMPTS times, keeping each role's smallest CPU time: the least
-        disturbed run of each. Re-measuring cannot make slow code look fast: no run of it costs
-        less than it does."""
-        cpu = self.kernel_cpu[test.piece] = {}
-        n_naive, n_student = speed.CPU_CALLS[test.piece]
-        for runs in self._attempts():  # noqa: B007 (runs is reported below)
-            # set-up first and last: the first process to start pays extra for cold caches,
-            # which would otherwise be charged to the others
-            self._kernel_cpu(test, ("setup", "naive", "student", "setup"), cpu)
-            per_naive = self._per_call(cpu, "naive", n_naive)
-            per_student = self._per_call(cpu, "student", n_student)
-            ratio = per_naive / per_student
-            if ratio >= need:
-                break
-        least = f", least of {runs} runs" if runs > 1 else ""
-        return ratio, (
-            f"naive {per_naive:.3f} s, yours {per_student:.3f} s of CPU per call "
-            f"({n_naive} and {n_student} calls{least}): {ratio:.2f}x"
-        )
-
-    def draft_sensitivity(self, test: rubric.Test, policy: rubric.SpeedPolicy) -> tuple[float, str]:
-        """How much more CPU the student's generate_speculative costs per call with a draft that
-        never agrees (see speed.stranger_draft) than with the fixture draft, as a fraction of one
-        naive call measured by kernel_timed_ratio.
-
-        A difference of two workers that run the same set-up, not a ratio of set-up-subtracted
-        costs: each worker's fixed cost (imports, fixtures; about 6 s of CPU, varying by 0.5 s or
-        more between processes on a busy machine) cancels instead of being divided by a few
-        seconds of calls. Each role is measured at least twice and keeps its least CPU time, so
-        one disturbed stranger run cannot confirm a decoder whose cost ignores the draft, and a
-        difference below the bar is measured again like kernel_timed_ratio's."""
-        cpu = self.kernel_cpu[test.piece]
-        n_naive, n = speed.CPU_CALLS[test.piece]
-        per_naive = self._per_call(cpu, "naive", n_naive)
-        for runs in self._attempts():
-            self._kernel_cpu(
-                test, ("stranger", "student", "stranger") if runs == 1 else ("student", "stranger"), cpu
-            )
-            extra = (cpu["stranger"] - cpu["student"]) / n
-            fraction = extra / per_naive
-            if fraction >= policy.confirm_ratio:
-                break
-        return fraction, (
-            f"with a draft that never agrees it costs {extra:+.3f} s more CPU per call, {fraction:.2f} of a "
-            f"naive call (least of {runs + 1} runs each; speculative decoding needs >= {policy.confirm_ratio} here)"
-        )
-
     def sampling(self, test: rubric.Test) -> str:
         """The optional piece: counts from the student's sampler against the exact distribution,
         computed here from the given code."""
@@ -366,27 +238,6 @@ class Grader:
                 "Accept with probability min(1, p/q); after a rejection sample from max(0, p - q) normalised."
             )
         return detail
-
-    def leaderboard(self) -> list:
-        kv_tps, spec_over_kv = 0.0, 0.0
-        if "kv_speed" in self.speed_records:
-            secs = self.speed_records["kv_speed"][0]
-            kv_tps = speed.KV_BATCH * speed.KV_NEW / secs["kv"]
-        if "spec_speed" in self.speed_records:
-            secs, rec, model, expected = self.speed_records["spec_speed"]
-            try:
-                if "kv" in secs and not checks.compare_greedy(model, rec["out_kv"], expected, "generate_kv"):
-                    spec_over_kv = secs["kv"] / secs["spec"]
-            except checks.CheckFailed:
-                pass
-        return [
-            {"name": "KV cache tokens/s (CPU fixture)", "value": round(kv_tps, 1), "order": "desc"},
-            {
-                "name": "Speculative speedup over generate_kv",
-                "value": round(spec_over_kv, 3),
-                "order": "desc",
-            },
-        ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -421,9 +272,9 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
             for test in tests:
                 print(f"running {test.name}", flush=True)
                 rows.append(run_test(grader, test))
-            apply_gates(grader, tests, rows)
-            name_prerequisites(tests, rows)
-            leaderboard = grader.leaderboard()
+            verdicts.apply_gates(grader, tests, rows)
+            verdicts.name_prerequisites(tests, rows)
+            leaderboard = verdicts.leaderboard(grader)
     except BaseException as e:  # a bug in the harness itself: still a valid, visible result
         traceback.print_exc()
         rows.append(
@@ -444,12 +295,18 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
 def run_test(grader: Grader, test: rubric.Test) -> dict:
     """One rubric row: run it and turn what happened into its results.json entry."""
     try:
-        run = {"check": grader.check, "speed": grader.speed, "sampling": grader.sampling}
+        run = {
+            "check": grader.check,
+            "speed": lambda t: verdicts.speed_test(grader, t),
+            "sampling": grader.sampling,
+        }
         return _row(test, float(test.points), f"PASS: {run[test.kind](test)}", passed=True)
     except HarnessError as e:
         print(f"HARNESS ERROR: {e}")
         return _row(test, 0.0, f"ERROR: the autograder could not run this test. {STAFF_HINT}")
     except NotMeasured as e:
+        if test.kind == "speed":  # its gated rows keep their points (verdicts.apply_gates)
+            grader.not_measured.add(test.piece)
         return _row(test, 0.0, str(e))
     except Skip as e:
         return _row(test, 0.0, str(e))
@@ -475,55 +332,6 @@ def run_test(grader: Grader, test: rubric.Test) -> dict:
             f"FAIL: the grader could not use your code's outputs ({type(e).__name__}: "
             f"{str(e)[:200]}). If your code follows the docstrings, contact the course staff.",
         )
-
-
-def apply_gates(grader: Grader, tests, rows):
-    """Rows whose check counts tokens with hooks inside the student's process keep their points
-    only if the kernel-timed confirmation of their speed test (rubric.SPEED) reaches its ratio.
-    A confirmation that could not be measured because the machine was busy takes nothing; one
-    that could not be measured because the student's code failed on the speed fixture does."""
-    failed = _failed_public_pieces(tests, rows)
-    for piece, policy in rubric.SPEED.items():
-        row = next((r for t, r in zip(tests, rows) if t.piece == piece), None)
-        if row is None or row["output"].startswith("ERROR") or piece in grader.not_measured:
-            continue  # not part of this run, failed on our side, or too busy to measure
-        ratio = grader.confirmed.get(piece)
-        if ratio is not None and ratio >= policy.confirm_ratio:
-            continue
-        if ratio is None and failed & set(rubric.PREREQUISITES.get(policy.piece, ())):
-            continue  # its speed test failed because a piece it uses fails: that costs points there
-        if ratio is None:
-            why = (
-                f"the speed test, which confirms this by measuring the cost, could not run your "
-                f"{policy.method} (see that test's message)"
-            )
-        else:
-            why = (
-                f"the speed test measured {policy.confirm_measures} {ratio:.2f} by the kernel's CPU accounting, "
-                f"where a correct {policy.method} measures well above {policy.confirm_ratio}: {policy.confirm_fails}"
-            )
-        for test, r in zip(tests, rows):
-            if test.piece in policy.gated and r["status"] == "passed":
-                message = f"FAIL: {policy.method} must show {policy.confirm_what}; {why}."
-                r.update(score=0.0, status="failed", output=message)
-
-
-def _failed_public_pieces(tests, rows) -> set:
-    return {
-        t.piece for t, r in zip(tests, rows) if r["status"] != "passed" and t.visibility == rubric.VISIBLE
-    }
-
-
-def name_prerequisites(tests, rows):
-    """A failed row whose piece uses another piece that failed its public test says to fix that
-    one first (rubric.PREREQUISITES), so one mistake reads as one mistake."""
-    failed = _failed_public_pieces(tests, rows)
-    for test, row in zip(tests, rows):
-        if row["status"] == "passed" or row["output"].startswith(("ERROR", "NOT MEASURED")):
-            continue
-        before = [p for p in rubric.PREREQUISITES.get(test.piece, ()) if p in failed]
-        if before:
-            row["output"] += f"\n(Fix {' and '.join(before)} first: {test.piece} uses it, and it fails too.)"
 
 
 def _results(rows, leaderboard, notes, seconds) -> dict:

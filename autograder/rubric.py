@@ -109,7 +109,7 @@ SPEED = {
     ),
     # speculative vs the target's naive generate: cached ~4.5x, cache-less ~1.7x. Confirmation =
     # the extra CPU per call with a draft that never agrees, as a fraction of one naive call
-    # (harness.Grader.draft_sensitivity): the solution 0.28 and a cache-less decoder 1.1 (they pay
+    # (verdicts.draft_sensitivity): the solution 0.28 and a cache-less decoder 1.1 (they pay
     # k draft steps and a verify for every token), a generate_kv that fakes the pass count -0.06 to
     # -0.02 (its cost ignores the draft), beside two CPU hogs too.
     "spec_speed": SpeedPolicy(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import build, harness, rubric, sandbox, variants
+from autograder import build, harness, rubric, sandbox, variants, verdicts
 from infkit import checks, loading, paths
 
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
@@ -434,12 +434,12 @@ def test_gates_take_nothing_when_the_timing_was_not_measured():
         ]
 
     rows_ = fresh_rows()
-    harness.apply_gates(Stub(), tests, rows_)
+    verdicts.apply_gates(Stub(), tests, rows_)
     assert rows_[0]["status"] == "passed"
     Stub.not_measured, Stub.confirmed = set(), {"kv_speed": 1.1}
     rows_ = fresh_rows()
-    harness.apply_gates(Stub(), tests, rows_)
-    assert rows_[0]["status"] == "failed" and "1.10x" in rows_[0]["output"]
+    verdicts.apply_gates(Stub(), tests, rows_)
+    assert rows_[0]["status"] == "failed" and "at 1.10 " in rows_[0]["output"]
 
 
 def test_fast_path_bug_costs_only_its_piece(tmp_path):
