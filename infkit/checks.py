@@ -28,7 +28,7 @@ import traceback
 
 import torch
 
-from . import fixtures, loading, pieces
+from . import fixtures, hints, loading, pieces
 
 PIECES = pieces.CHECKED  # in the order students write them (the registry: infkit/pieces.py)
 
@@ -882,7 +882,8 @@ def judge(piece, ref, rec, error=None, shape=PUBLIC_SHAPE, seed=0) -> str:
         if error.get("not_implemented"):
             _fail(f"{LABELS[piece]} is not implemented yet ({error['message']}).")
         where = f" ({error['where']})" if error.get("where") else ""
-        _fail(f"your code raised {error['type']}: {error['message']}{where}")
+        hint = hints.explain_error(error["type"], error["message"])  # what to do, when it is known
+        _fail(f"your code raised {error['type']}: {error['message']}{where}" + (f"\n{hint}" if hint else ""))
     if not summary:  # the probe stopped early without an error: a malformed record
         _fail("the grader got incomplete outputs from your code.")
     return summary
