@@ -31,6 +31,7 @@ AUTOGRADER_FILES = (
     "sandbox.py",
     "selfcheck.py",
     "speed.py",
+    "verdicts.py",
     "worker.py",
     "local.py",
 )

@@ -4,6 +4,7 @@ student handout (its contents, no solution code, the public tests work inside it
 import importlib.metadata
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -236,3 +237,20 @@ def test_public_tests_inside_the_handout(zips, tmp_path, which):
 @pytest.mark.parametrize("script", ["setup.sh", "run_autograder"])
 def test_scripts_parse(script):
     subprocess.run(["bash", "-n", str(paths.ROOT / "autograder" / script)], check=True)
+
+
+def test_the_zip_holds_every_module_the_grader_imports():
+    """A module the harness imports but the zip leaves out fails every grading on Gradescope
+    (an import error before results.json): the list in build.py must follow the imports."""
+    shipped = set(build.AUTOGRADER_FILES)
+    for name in shipped:
+        source = (paths.ROOT / "autograder" / name).read_text()
+        for group in re.findall(r"^\s*from \. import ([\w, ]+)", source, flags=re.M):
+            for module in (m.strip() for m in group.split(",")):
+                assert f"{module}.py" in shipped, (
+                    f"{name} imports {module}, which autograder/build.py does not ship"
+                )
+        for module in re.findall(r"^\s*from \.(\w+) import", source, flags=re.M):
+            assert f"{module}.py" in shipped, (
+                f"{name} imports {module}, which autograder/build.py does not ship"
+            )
