@@ -43,8 +43,8 @@ LATENCY_NEW_TOKENS = 128  # the latency test's default, fitted to smaller models
 
 # When a figure is noise. A ratio is unstable when its samples' ratios span more than
 # SPREAD_LIMIT of its value, or when its test ran on a busy machine: other programs used more
-# than OTHERS_LIMIT of all cores' time during it, or the 1-minute load average before the run
-# exceeded LOAD_LIMIT per core.
+# than OTHERS_LIMIT of all cores' time during it, or, where that share cannot be measured (no
+# /proc/stat), the 1-minute load average before the run exceeded LOAD_LIMIT per core.
 SPREAD_LIMIT = 0.2
 OTHERS_LIMIT = 0.1
 LOAD_LIMIT = 0.5

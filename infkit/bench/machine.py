@@ -1,10 +1,12 @@
 """How busy the machine was while the benchmark ran.
 
-Two measures. The 1-minute load average per core before the run (runnable threads; after the
-run it mostly counts the benchmark's own threads, so it is reported, not judged). And, on Linux,
-the CPU time that other programs took during each test: the whole machine's busy time from
-/proc/stat minus this process's own CPU time, as a share of all cores' time. That second figure
-sees a CPU-bound neighbour within seconds, where a load average takes a minute to climb."""
+Two measures. On Linux, the CPU time that other programs took during each test: the whole
+machine's busy time from /proc/stat minus this process's own CPU time, as a share of all cores'
+time. It sees a CPU-bound neighbour within seconds and forgets one that has ended. Where it is
+unknown (no /proc/stat), the 1-minute load average per core decides instead: before the run, and
+after it less the run's own threads. The load average lags a minute behind (a program that just
+ended still counts, one that just started does not yet) and also counts threads waiting on a
+disk, so where the measured share exists it is reported, not judged."""
 
 import os
 import time
@@ -75,17 +77,16 @@ def busy_reasons(
     load_before: float | None, shares: dict, n_cores: int, load_after_others: float | None = None
 ) -> dict[str, list[str]]:
     """Why each test's figures may be noise: {test: [reason, ...]} (empty lists: quiet).
-    shares: each test's others_share (None off Linux). load_after_others: the load average after
-    the run less this run's own cores; judged only where shares are unknown, since the load
-    average also counts threads waiting on a disk, and lags a minute behind."""
+    shares: each test's others_share (None off Linux). load_before, and load_after_others (the
+    load average after the run less this run's own cores), are judged only for tests whose
+    share is unknown: the share is measured during the test itself."""
     reasons = {test: [] for test in shares}
     limit = LOAD_LIMIT * n_cores
-    if load_before is not None and load_before > limit:
-        for test in reasons:
-            reasons[test].append(f"load average {load_before:.2f} on {n_cores} cores before the run")
     for test, share in shares.items():
         if share is not None and share > OTHERS_LIMIT:
             reasons[test].append(f"other programs used {100 * share:.0f}% of the CPU during the {test} test")
+        if share is None and load_before is not None and load_before > limit:
+            reasons[test].append(f"load average {load_before:.2f} on {n_cores} cores before the run")
     last = list(shares)[-1] if shares else None
     if last and shares[last] is None and load_after_others is not None and load_after_others > limit:
         reasons[last].append(f"load average {load_after_others:.2f} above this run's own threads after it")
