@@ -9,6 +9,7 @@ results.json is written by this process, last, in a `finally`.
     AUTOGRADER_ROOT=/tmp/root python -m autograder.harness    # Gradescope layout under a root
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -151,6 +152,8 @@ class Grader:
             "seeds": list(test.seeds),
             "role": role,
         }
+        if test.kind == "speed":
+            spec["fixture"] = dataclasses.asdict(rubric.SPEED[test.piece].fixture)
         (job / "job.json").write_text(json.dumps(spec))
         shutil.copy(self.model_path, job / "model.py")
         if self.user:

@@ -19,6 +19,7 @@ def speed_test(grader, test: rubric.Test) -> str:
     """One speed test (rubric.SPEED): in-process ratios for information, then the verdict
     and the confirmation of its gated rows from the kernel's CPU accounting."""
     policy = rubric.SPEED[test.piece]
+    fx = policy.fixture
     (result,) = grader.run_job(test)
     if result["error"] is not None:
         checks.judge(policy.piece, grader.ref, {}, result["error"])
@@ -26,21 +27,18 @@ def speed_test(grader, test: rubric.Test) -> str:
     secs = {k: statistics.median(float(x) for x in v) for k, v in rec["seconds"].items()}
     if min(secs.values()) <= 0:
         raise checks.CheckFailed("the grader could not read your code's timings.")
-    model, expected = speed.expected_outputs(test.piece, grader.ref)
-    key = "out_kv" if test.piece == "kv_speed" else "out_spec"
-    checks.compare_greedy(model, rec[key], expected, f"{policy.method} on the speed fixture")
+    model, expected = speed.expected_outputs(fx, grader.ref)
+    checks.compare_greedy(model, rec["out_student"], expected, f"{policy.method} on the speed fixture")
     grader.speed_records[test.piece] = (secs, rec, model, expected)
-    mine = secs["kv" if test.piece == "kv_speed" else "spec"]
+    mine = secs["student"]
     detail = (
         f"naive generate {secs['naive']:.3f} s, your {policy.method} {mine:.3f} s "
-        f"({speed.describe(test.piece)}, median of {speed.REPEATS}): {secs['naive'] / mine:.2f}x faster; "
+        f"({speed.describe(fx)}, median of {fx.repeats}): {secs['naive'] / mine:.2f}x faster; "
         f"needed >= {policy.min_ratio}x"
     )
     cpu_ratio, cpu_detail = kernel_timed_ratio(grader, test, policy.min_ratio)
     detail = f"{detail}. Verdict from the kernel's CPU accounting of separate processes: {cpu_detail}"
-    confirmed, confirm_detail = (
-        (cpu_ratio, "") if test.piece == "kv_speed" else draft_sensitivity(grader, test, policy)
-    )
+    confirmed, confirm_detail = CONFIRMATIONS[policy.confirmation](grader, test, policy, cpu_ratio)
     grader.confirmed[test.piece] = confirmed
     detail += f"; {confirm_detail}" if confirm_detail else ""
     if cpu_ratio < policy.min_ratio:
@@ -69,7 +67,7 @@ def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
 
 def _cpu_expected(grader, piece: str):
     if piece not in grader.expected_cpu:
-        grader.expected_cpu[piece] = speed.expected_cpu_outputs(piece, grader.ref)
+        grader.expected_cpu[piece] = speed.expected_cpu_outputs(rubric.SPEED[piece].fixture, grader.ref)
     return grader.expected_cpu[piece]
 
 
@@ -87,8 +85,9 @@ def _attempts(grader):
 
 
 def kernel_timed_ratio(grader, test: rubric.Test, need: float) -> tuple[float, str]:
-    """The pass/fail ratio, from CPU seconds the kernel counted for three workers (see
-    speed.CPU_CALLS): nothing the student's code does in its process can change them.
+    """The pass/fail ratio, from CPU seconds the kernel counted for three workers (the
+    fixture's `calls`; autograder/speed.py): nothing the student's code does in its process
+    can change them.
 
     On a shared machine a worker's CPU time also grows when others compete for caches and
     memory (and, in a VM, with time stolen by the host), so a ratio below `need` is measured
@@ -96,7 +95,7 @@ def kernel_timed_ratio(grader, test: rubric.Test, need: float) -> tuple[float, s
     disturbed run of each. Re-measuring cannot make slow code look fast: no run of it costs
     less than it does."""
     cpu = grader.kernel_cpu[test.piece] = {}
-    n_naive, n_student = speed.CPU_CALLS[test.piece]
+    n_naive, n_student = rubric.SPEED[test.piece].fixture.calls
     for runs in _attempts(grader):  # noqa: B007 (runs is reported below)
         # set-up first and last: the first process to start pays extra for cold caches,
         # which would otherwise be charged to the others
@@ -113,7 +112,9 @@ def kernel_timed_ratio(grader, test: rubric.Test, need: float) -> tuple[float, s
     )
 
 
-def draft_sensitivity(grader, test: rubric.Test, policy: rubric.SpeedPolicy) -> tuple[float, str]:
+def draft_sensitivity(
+    grader, test: rubric.Test, policy: rubric.SpeedPolicy, cpu_ratio: float
+) -> tuple[float, str]:
     """How much more CPU the student's generate_speculative costs per call with a draft that
     never agrees (see speed.stranger_draft) than with the fixture draft, as a fraction of one
     naive call measured by kernel_timed_ratio.
@@ -125,7 +126,7 @@ def draft_sensitivity(grader, test: rubric.Test, policy: rubric.SpeedPolicy) -> 
     one disturbed stranger run cannot confirm a decoder whose cost ignores the draft, and a
     difference below the bar is measured again like kernel_timed_ratio's."""
     cpu = grader.kernel_cpu[test.piece]
-    n_naive, n = speed.CPU_CALLS[test.piece]
+    n_naive, n = policy.fixture.calls
     per_naive = _per_call(cpu, "naive", n_naive)
     for runs in _attempts(grader):
         _kernel_cpu(
@@ -141,26 +142,44 @@ def draft_sensitivity(grader, test: rubric.Test, policy: rubric.SpeedPolicy) -> 
     )
 
 
+def same_ratio(grader, test: rubric.Test, policy: rubric.SpeedPolicy, cpu_ratio: float) -> tuple[float, str]:
+    """The confirmation is the verdict's own kernel-timed ratio (nothing more to measure)."""
+    return cpu_ratio, ""
+
+
+# rubric.SpeedPolicy.confirmation -> (grader, test, policy, the verdict's ratio) -> (figure, words)
+CONFIRMATIONS = {"same_ratio": same_ratio, "draft_sensitivity": draft_sensitivity}
+
+
+def _tokens_per_s(record, fx) -> float:
+    secs = record[0]
+    return fx.batch * fx.new / secs["student"]
+
+
+def _over_generate_kv(record, fx) -> float:
+    """The student's generate_kv time over their speculative time, where generate_kv was timed
+    and its output is right; else 0."""
+    secs, rec, model, expected = record
+    try:
+        if "kv" in secs and not checks.compare_greedy(model, rec["out_kv"], expected, "generate_kv"):
+            return secs["kv"] / secs["student"]
+    except checks.CheckFailed:
+        pass
+    return 0.0
+
+
+LEADERBOARD_FIGURES = {"tokens_per_s": (_tokens_per_s, 1), "over_generate_kv": (_over_generate_kv, 3)}
+
+
 def leaderboard(grader) -> list:
-    kv_tps, spec_over_kv = 0.0, 0.0
-    if "kv_speed" in grader.speed_records:
-        secs = grader.speed_records["kv_speed"][0]
-        kv_tps = speed.KV_BATCH * speed.KV_NEW / secs["kv"]
-    if "spec_speed" in grader.speed_records:
-        secs, rec, model, expected = grader.speed_records["spec_speed"]
-        try:
-            if "kv" in secs and not checks.compare_greedy(model, rec["out_kv"], expected, "generate_kv"):
-                spec_over_kv = secs["kv"] / secs["spec"]
-        except checks.CheckFailed:
-            pass
-    return [
-        {"name": "KV cache tokens/s (CPU fixture)", "value": round(kv_tps, 1), "order": "desc"},
-        {
-            "name": "Speculative speedup over generate_kv",
-            "value": round(spec_over_kv, 3),
-            "order": "desc",
-        },
-    ]
+    """rubric.LEADERBOARD's entries, 0 where their speed test did not run or failed early."""
+    entries = []
+    for name, piece, figure in rubric.LEADERBOARD:
+        compute, digits = LEADERBOARD_FIGURES[figure]
+        record = grader.speed_records.get(piece)
+        value = compute(record, rubric.SPEED[piece].fixture) if record else 0.0
+        entries.append({"name": name, "value": round(value, digits), "order": "desc"})
+    return entries
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ harness, in its own process, decides pass/fail from these outputs. Nothing this 
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 # Printed, with this exit code, when the grader's own packages do not import here (before the
 # student's file is even read): the harness then blames the build, not the student.
@@ -31,11 +32,12 @@ def main(job_dir: Path) -> None:
     torch.set_num_threads(1)  # Gradescope gives 1-2 CPUs; one thread keeps timings stable
 
     out = {"status": "ok", "results": []}
+    fixture = SimpleNamespace(**job["fixture"]) if job["kind"] == "speed" else None  # rubric.SpeedFixture
     if job["kind"] == "speed" and job.get("role") in ("setup", "naive"):
         import speed  # the kernel-timed baseline: the student's file is not even imported
 
         ref = loading.load_model_module(Path(__file__).parent / "reference_model.py", debug=True)
-        out["results"].append({"rec": speed.run_role(job["piece"], job["role"], None, ref), "error": None})
+        out["results"].append({"rec": speed.run_role(fixture, job["role"], None, ref), "error": None})
         torch.save(out, job_dir / "out.pt")
         return
     try:
@@ -63,9 +65,9 @@ def main(job_dir: Path) -> None:
         ref = loading.load_model_module(Path(__file__).parent / "reference_model.py", debug=True)
         try:
             if job.get("role") in ("student", "stranger"):
-                rec = speed.run_role(job["piece"], job["role"], module, ref)
+                rec = speed.run_role(fixture, job["role"], module, ref)
             else:
-                rec = speed.MEASURE[job["piece"]](module, ref)
+                rec = speed.measure(fixture, module, ref)
             out["results"].append({"rec": rec, "error": None})
         except Exception as e:
             out["results"].append({"rec": {}, "error": checks.describe_error(e)})
