@@ -53,8 +53,8 @@ def cpu_quota(fraction: float):
         group.rmdir()
 
 
-def _one_run(run: int, file: Path) -> bool:
-    """Grade `file` once; print its line; True if it lost points to anything but "not measured"."""
+def _one_run(run: int, file: Path) -> tuple[bool, bool]:
+    """Grade `file` once; print its line; (lost points to anything but "not measured", full marks)."""
     with open(Path("/dev/null"), "w") as quiet:
         graded = grade_in_root(file, upload_name="model.py", log=quiet)
     rows = (graded.results or {}).get("tests", [])
@@ -67,7 +67,7 @@ def _one_run(run: int, file: Path) -> bool:
         f"; not measured: {unmeasured or 'none'}; failed: {failed or 'none'}",
         flush=True,
     )
-    return bool(failed)
+    return bool(failed), bool(rows) and score == total
 
 
 def main(argv=None) -> int:
@@ -80,17 +80,19 @@ def main(argv=None) -> int:
     hogs = [multiprocessing.Process(target=_hog, daemon=True) for _ in range(args.hogs)]
     for h in hogs:
         h.start()
-    lost = 0
+    lost = full = 0
     quota = cpu_quota(args.cpu_quota) if args.cpu_quota else contextlib.nullcontext()
     try:
         with quota:  # entered after the hogs started: they compete from outside the quota
             for run in range(1, args.runs + 1):
-                lost += _one_run(run, args.file)
+                failed, full_marks = _one_run(run, args.file)
+                lost, full = lost + failed, full + full_marks
     finally:
         for h in hogs:
             h.kill()
     print(
-        f"{args.runs - lost}/{args.runs} runs lost no points to anything but 'not measured' ({time.strftime('%Y-%m-%d')})"
+        f"{full}/{args.runs} runs got full marks; {args.runs - lost}/{args.runs} lost no points to anything "
+        f"but 'not measured' ({time.strftime('%Y-%m-%d')})"
     )
     return 1 if lost else 0
 
