@@ -195,13 +195,16 @@ BUSY_CONTENTION = 1.3  # wall / CPU seconds of a busy loop above this: the machi
 LOAD_RETRIES = 2  # re-runs of a job that timed out on a busy machine, each with a longer limit
 
 # ---------------------------------------------------------------------------------------
-# Dependencies: a failing piece's message names these when they fail too ("fix ... first").
+# Dependencies: a failing piece's message names these when they fail too ("fix ... first"), and
+# a gated row keeps its points when its speed test could not run because one of these fails
+# (that mistake costs its own points, once).
 PREREQUISITES = {
     "gpt_decode": ("attn_decode",),
     "generate_kv": ("prefill", "attn_decode", "gpt_decode"),
     "kv_speed": ("prefill", "attn_decode", "gpt_decode", "generate_kv"),
-    "speculative": ("attn_decode", "gpt_decode"),
-    "spec_speed": ("attn_decode", "gpt_decode", "speculative"),
+    # generate_speculative prefills the target and the draft (forward with enable_kv), then decodes
+    "speculative": ("prefill", "attn_decode", "gpt_decode"),
+    "spec_speed": ("prefill", "attn_decode", "gpt_decode", "speculative"),
 }
 # A fast-path (DEBUG off) failure of these is explained by one of attn_decode, which computes
 # their attention: they keep their points and say so.

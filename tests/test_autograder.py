@@ -442,6 +442,27 @@ def test_gates_take_nothing_when_the_timing_was_not_measured():
     assert rows_[0]["status"] == "failed" and "at 1.10 " in rows_[0]["output"]
 
 
+@pytest.mark.parametrize("broken", ["prefill", "attn_decode", "gpt_decode"])
+def test_a_broken_prerequisite_costs_its_own_points_not_the_gated_rows(broken):
+    """generate_speculative prefills and decodes with the student's code: when one of those
+    pieces fails, the spec speed test fails on it too, and the speculative rows (graded on
+    stand-ins) keep their points rather than losing them to a confirmation that could not run."""
+    tests = public(broken) + public("speculative") + public("spec_speed")
+
+    class Stub:
+        confirmed, not_measured = {}, set()
+
+    rows_ = [
+        harness._row(tests[0], 0.0, "FAIL: wrong"),
+        harness._row(tests[1], tests[1].points, "PASS: ok", passed=True),
+        harness._row(tests[2], 0.0, "FAIL: wrong output on the speed fixture"),
+    ]
+    verdicts.apply_gates(Stub(), tests, rows_)
+    assert rows_[1]["status"] == "passed", rows_[1]
+    verdicts.name_prerequisites(tests, rows_)
+    assert f"Fix {broken} first" in rows_[2]["output"]
+
+
 def test_fast_path_bug_costs_only_its_piece(tmp_path):
     """Correct in DEBUG, wrong outside it in attn_decode: that piece fails with a message about
     the mask; generate_kv and speculative, whose divergence it explains, keep their points."""
