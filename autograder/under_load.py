@@ -11,6 +11,7 @@ run of the solution lost points to anything but "not measured".
 
 import argparse
 import contextlib
+import json
 import multiprocessing
 import os
 import sys
@@ -20,6 +21,8 @@ from pathlib import Path
 from infkit import paths
 
 from .local import grade_in_root
+
+KEPT = paths.ROOT / "build" / "under-load"
 
 
 def _hog():
@@ -55,8 +58,10 @@ def cpu_quota(fraction: float):
 
 def _one_run(run: int, file: Path) -> tuple[bool, bool]:
     """Grade `file` once; print its line; (lost points to anything but "not measured", full marks)."""
-    with open(Path("/dev/null"), "w") as quiet:
-        graded = grade_in_root(file, upload_name="model.py", log=quiet)
+    KEPT.mkdir(parents=True, exist_ok=True)  # each run's log and results.json, to read a failure
+    with open(KEPT / f"run-{run}.log", "w") as log:
+        graded = grade_in_root(file, upload_name="model.py", log=log)
+    (KEPT / f"run-{run}.json").write_text(json.dumps(graded.results, indent=1))
     rows = (graded.results or {}).get("tests", [])
     total = sum(r["max_score"] for r in rows)
     unmeasured = [r["name"] for r in rows if r["output"].startswith("NOT MEASURED")]
