@@ -12,6 +12,7 @@ results.json is written by this process, last, in a `finally`.
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -103,8 +104,12 @@ class Grader:
         self.confirmed = {}  # speed piece -> its confirmation ratio (rubric.SPEED), once measured
         self.not_measured = set()  # speed pieces whose timing the machine's load prevented
         self.fast_path_failed = set()  # pieces correct in DEBUG and wrong outside it
-        self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker
+        self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker's calls
         self.expected_cpu = {}  # speed piece -> the reference's outputs for the student role
+        # the kernel-timed calls' prompts, new for each grading: a worker learns this only after
+        # its set-up CPU was read, so no work on them can hide in its set-up
+        self.call_seed = secrets.randbelow(2**31)
+        self.last_cpu_s = self.last_setup_cpu_s = None  # of the last worker, from the kernel
         self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
@@ -159,12 +164,20 @@ class Grader:
         if self.user:
             for p in (job / "job.json", job / "model.py"):
                 os.chown(p, *self.user)
+        started = time.monotonic()
+        timed = test.kind == "speed" and role is not None
         try:
-            result = sandbox.run_worker(self.code, job, timeout, self.user)
+            handshake = f"{self.call_seed}\n".encode() if timed else None
+            result = sandbox.run_worker(self.code, job, timeout, self.user, handshake=handshake)
         except OSError as e:  # could not start the worker at all: the grader's fault
             raise HarnessError(f"could not start the worker: {e}") from e
-        print(f"  worker for {test.name!r}: exit {result.returncode}, {result.log_bytes} bytes of output")
-        self.last_cpu_s = result.cpu_s
+        setup = f" ({result.setup_cpu_s:.2f} s of it set-up)" if result.setup_cpu_s is not None else ""
+        print(
+            f"  worker for {test.name!r}{f' ({role})' if role else ''}: exit {result.returncode}, "
+            f"{result.cpu_s:.2f} s CPU{setup} in {time.monotonic() - started:.1f} s, "
+            f"{result.log_bytes} bytes of output"
+        )
+        self.last_cpu_s, self.last_setup_cpu_s = result.cpu_s, result.setup_cpu_s
         try:
             out = self._read_output(result, timeout, test)
         finally:
@@ -182,6 +195,14 @@ class Grader:
         results = out["results"]
         if not isinstance(results, list) or len(results) != len(test.seeds if test.kind == "check" else [0]):
             raise checks.CheckFailed("the grader got incomplete outputs from your code.")
+        error = results[0].get("error") if isinstance(results[0], dict) else None
+        if timed and result.setup_cpu_s is None and error is None:
+            if role == "naive":  # the reference alone ran: the grader's own problem
+                raise HarnessError("the reference's timed worker never reported the end of its set-up")
+            raise checks.CheckFailed(
+                "the grader could not time your code: its worker never reported the end of its set-up "
+                "(model.py must not close, replace or write to file descriptors it did not open)."
+            )
         return results
 
     def _read_output(self, result, timeout, test) -> dict:

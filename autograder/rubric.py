@@ -94,10 +94,8 @@ class SpeedFixture:
     new: int  # new tokens per call
     seed: int  # the weights
     prompt_seed: int  # the in-process timing's prompt
-    cpu_prompt_seed: int  # the kernel-timed calls' prompts: cpu_prompt_seed + i for call i
-    calls: tuple  # kernel-timed calls per worker: (naive, student); enough that a process's
-    # fixed cost (imports, fixtures: ~4 s of CPU, +-0.6 s between processes) moves a per-call
-    # figure by well under 0.1 s
+    calls: tuple  # kernel-timed calls per worker: (naive, student), on prompts drawn afresh for
+    # each grading (the worker learns their seed only after its set-up CPU was read)
     repeats: int = 3  # in-process timed rounds after a warm-up (the median is shown)
     draft_layers: int = 0  # a speculative fixture: its draft is the target's first layers
     draft_scale: float = 0.0  # output-projection scale of the target's later blocks (infkit.fixtures)
@@ -135,7 +133,6 @@ SPEED = {
             new=32,
             seed=5,
             prompt_seed=5,
-            cpu_prompt_seed=5000,
             calls=(6, 12),
         ),
         piece="generate_kv",
@@ -162,7 +159,6 @@ SPEED = {
             new=64,
             seed=5,
             prompt_seed=6,
-            cpu_prompt_seed=10000,
             calls=(4, 12),
             draft_layers=1,
             draft_scale=0.05,

@@ -10,6 +10,7 @@ import atexit
 import os
 import pwd
 import resource
+import select
 import shutil
 import signal
 import stat
@@ -45,6 +46,23 @@ class WorkerResult:
     log_tail: str
     out_path: Path
     cpu_s: float = 0.0  # user + system CPU seconds of the worker, from the kernel (wait4)
+    setup_cpu_s: float | None = None  # the same when it reported its set-up done (see run_worker)
+
+
+# The handshake of a timed worker: it writes a line to the fd named first in HANDSHAKE_ENV when
+# its set-up is done, then reads the calls' seed from the second.
+HANDSHAKE_ENV = "AUTOGRADER_HANDSHAKE"
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads, and the children it
+    reaped), as the kernel counts them (/proc/PID/stat); None when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])  # fields 14-17 of proc(5)
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_user():
@@ -189,8 +207,21 @@ def _kill_group(pid: int):
         pass
 
 
-def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memory_mb: int = MEMORY_MB):
-    """Run worker.py on job_dir; always returns (never raises for anything the worker does)."""
+def run_worker(
+    code_dir: Path,
+    job_dir: Path,
+    timeout_s: float,
+    user=None,
+    memory_mb: int = MEMORY_MB,
+    handshake: bytes | None = None,
+):
+    """Run worker.py on job_dir; always returns (never raises for anything the worker does).
+
+    With `handshake`, a timed job: when the worker says its set-up is done, its CPU time is
+    read from the kernel (`setup_cpu_s`), and only then is it sent `handshake` (the seed of the
+    prompts it is timed on). Work that depends on the prompts can therefore only happen after
+    that reading, so (cpu_s - setup_cpu_s) is the cost of the timed calls alone: no other
+    process's set-up, with its own spread under load, is subtracted from it."""
     log_path = job_dir / "log.txt"
     env = {
         "PATH": "/usr/bin:/bin",
@@ -207,6 +238,11 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
     confine.become_subreaper()  # what the worker detaches comes back to us: see end_job
     ours = confine.our_processes()  # the caller's own children (a load generator, say) are spared
     timed_out = False
+    ready_r, ready_w = os.pipe() if handshake is not None else (None, None)
+    go_r, go_w = os.pipe() if handshake is not None else (None, None)
+    if handshake is not None:
+        env[HANDSHAKE_ENV] = f"{ready_w},{go_r}"
+    setup_cpu_s = None
     # The log is read back through this same descriptor: the worker may rename or replace the
     # file (say, by a link to a grader file), but not the inode we opened.
     with open(log_path, "w+b") as log:
@@ -221,7 +257,11 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: we can kill all it started
             preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb),
+            pass_fds=(ready_w, go_r) if handshake is not None else (),
         )
+        if handshake is not None:
+            os.close(ready_w)
+            os.close(go_r)
         # wait4 rather than Popen.wait: it also returns the worker's CPU time as the kernel
         # counted it, which the speed tests use because the worker's own clocks can be faked.
         cpu_s, deadline = 0.0, time.monotonic() + timeout_s
@@ -235,8 +275,21 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
                 if time.monotonic() > deadline:
                     timed_out = True
                     break
-                time.sleep(0.02)
+                if ready_r is None:
+                    time.sleep(0.02)
+                elif select.select([ready_r], [], [], 0.02)[0]:
+                    if os.read(ready_r, 64):  # set-up done: read its CPU, then send the seed
+                        setup_cpu_s = process_cpu_s(proc.pid)
+                        try:
+                            os.write(go_w, handshake)
+                        except OSError:  # it closed its end: it will fail without the seed
+                            pass
+                    os.close(ready_r)  # one reading only (and no spinning on an end it closed)
+                    ready_r = None
         finally:
+            for fd in (ready_r, go_w):
+                if fd is not None:
+                    os.close(fd)
             _kill_group(proc.pid)
             proc.wait()
             # Helpers it detached (setsid, double fork) are killed and reaped here, and the CPU
@@ -245,7 +298,7 @@ def run_worker(code_dir: Path, job_dir: Path, timeout_s: float, user=None, memor
         size = os.fstat(log.fileno()).st_size
         log.seek(max(0, size - LOG_TAIL))
         tail = log.read(LOG_TAIL).decode("utf-8", "replace")
-    return WorkerResult(proc.returncode, timed_out, size, tail, job_dir / "out.pt", cpu_s)
+    return WorkerResult(proc.returncode, timed_out, size, tail, job_dir / "out.pt", cpu_s, setup_cpu_s)
 
 
 def is_shared_account(user) -> bool:

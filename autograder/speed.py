@@ -6,12 +6,14 @@ times the student's method against the naive `generate` of the reference module 
 code, same weights) in interleaved repetitions after a warm-up, and returns the raw seconds and
 the tokens produced. Kernel-timed (`run_role`, the verdict): timing the student's process with
 its own clock can be faked by the code being timed, so the pass/fail ratio comes from the
-kernel's CPU accounting of separate workers, read by the harness: "setup" (fixtures and one
-one-token call), "naive" (the given naive generate; the student's file is never imported),
-"student" (the student's method) and, for a speculative fixture, "stranger" (the student's
-generate_speculative with a draft that never agrees). Per call = (worker CPU - setup CPU) /
-calls. Every call gets its own prompt, and every output of the student's calls is checked, so
-caching answers does not pay.
+kernel's CPU accounting of separate workers, read by the harness: "naive" (the given naive
+generate; the student's file is never imported), "student" (the student's method) and, for a
+speculative fixture, "stranger" (the student's generate_speculative with a draft that never
+agrees). Each worker sets up (imports, fixtures, one one-token call), says so, and only then
+learns the seed of its calls' prompts (sandbox.run_worker reads its CPU time in between), so
+per call = (worker CPU - its own set-up CPU) / calls. Every call gets its own prompt, drawn
+afresh for each grading, and every output of the student's calls is checked, so caching
+answers does not pay.
 """
 
 import torch
@@ -54,10 +56,10 @@ def case(fx):
     return fixtures.random_prompt(fx.batch, fx.prompt, fx.target["vocab_size"], seed=fx.prompt_seed), fx.new
 
 
-def cpu_prompts(fx, n: int) -> list:
-    """The kernel-timed calls' prompts, one per call."""
+def cpu_prompts(fx, n: int, seed: int) -> list:
+    """The kernel-timed calls' prompts, one per call (`seed`: the grading's, sent after set-up)."""
     vocab = fx.target["vocab_size"]
-    return [fixtures.random_prompt(fx.batch, fx.prompt, vocab, seed=fx.cpu_prompt_seed + i) for i in range(n)]
+    return [fixtures.random_prompt(fx.batch, fx.prompt, vocab, seed=seed + i) for i in range(n)]
 
 
 def _interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
@@ -96,30 +98,29 @@ def measure(fx, module, ref) -> dict:
 
 
 @torch.no_grad()
-def run_role(fx, role: str, module, ref) -> dict:
-    """One worker's share of the kernel-timed measurement: role "setup", "naive" (module is
-    None), "student" or "stranger" (the student's code)."""
-    owner = ref if role in ("setup", "naive") else module
+def run_role(fx, role: str, module, ref, next_seed) -> dict:
+    """One worker's share of the kernel-timed measurement: role "naive" (module is None),
+    "student" or "stranger" (the student's code). `next_seed()` reports the set-up done and
+    returns the seed of the timed calls' prompts."""
+    owner = ref if role == "naive" else module
     model, draft = _models(fx, owner)
     stranger = stranger_draft(fx, owner) if draft is not None else None
-    if role in ("student", "stranger"):  # a wrong cache dtype is graded in buffers only
+    if role != "naive":  # a wrong cache dtype is graded in buffers only
         checks.repair_cache_allocation(model, *[m for m in (draft, stranger) if m is not None])
     n_naive, n_student = fx.calls
-    prompts = cpu_prompts(fx, n_student if role in ("student", "stranger") else n_naive)
-    if role in ("student", "stranger"):
-        call = _student_call(fx, model, draft if role == "student" else stranger)
-    else:
+    if role == "naive":
         call = lambda p, n: model.generate(p, n, top_k=1)
-    call(prompts[0], 1)  # load kernels, allocate: the same one-token call in every role
-    if role == "setup":
-        return {"outputs": []}
+    else:
+        call = _student_call(fx, model, draft if role == "student" else stranger)
+    call(case(fx)[0], 1)  # load kernels, allocate: the same one-token call in every role
+    prompts = cpu_prompts(fx, n_naive if role == "naive" else n_student, next_seed())
     return {"outputs": [call(p, fx.new).detach().clone() for p in prompts]}
 
 
-def expected_cpu_outputs(fx, ref) -> tuple:
+def expected_cpu_outputs(fx, ref, seed: int) -> tuple:
     """(reference model, expected outputs of the student role's calls), computed by the harness."""
     model, _ = _models(fx, ref)
-    return model, [model.generate(p, fx.new, top_k=1) for p in cpu_prompts(fx, fx.calls[1])]
+    return model, [model.generate(p, fx.new, top_k=1) for p in cpu_prompts(fx, fx.calls[1], seed)]
 
 
 def expected_outputs(fx, ref):

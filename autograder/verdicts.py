@@ -47,15 +47,16 @@ def speed_test(grader, test: rubric.Test) -> str:
 
 
 def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
-    """Run one worker per role; keep each role's least CPU seconds (from the kernel) in
-    `cpu`, and check every output of the student's calls."""
+    """Run one worker per role; keep each role's least CPU seconds of its timed calls (from
+    the kernel: the worker's CPU less its own set-up's, sandbox.run_worker) in `cpu`, and check
+    every output of the student's calls."""
     policy = rubric.SPEED[test.piece]
     model, expected = _cpu_expected(grader, test.piece)
     for role in roles:
         (result,) = grader.run_job(test, role=role)
         if result["error"] is not None:
             checks.judge(policy.piece, grader.ref, {}, result["error"])
-        cpu[role] = min(cpu.get(role, float("inf")), grader.last_cpu_s)
+        cpu[role] = min(cpu.get(role, float("inf")), grader.last_cpu_s - grader.last_setup_cpu_s)
         if role in ("student", "stranger"):
             outputs = result["rec"]["outputs"]
             if not isinstance(outputs, list) or len(outputs) != len(expected):
@@ -67,12 +68,13 @@ def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
 
 def _cpu_expected(grader, piece: str):
     if piece not in grader.expected_cpu:
-        grader.expected_cpu[piece] = speed.expected_cpu_outputs(rubric.SPEED[piece].fixture, grader.ref)
+        fx = rubric.SPEED[piece].fixture
+        grader.expected_cpu[piece] = speed.expected_cpu_outputs(fx, grader.ref, grader.call_seed)
     return grader.expected_cpu[piece]
 
 
 def _per_call(cpu: dict, role: str, calls: int) -> float:
-    return max(cpu[role] - cpu["setup"], 1e-3) / calls
+    return max(cpu[role], 1e-3) / calls
 
 
 def _attempts(grader):
@@ -85,9 +87,9 @@ def _attempts(grader):
 
 
 def kernel_timed_ratio(grader, test: rubric.Test, need: float) -> tuple[float, str]:
-    """The pass/fail ratio, from CPU seconds the kernel counted for three workers (the
-    fixture's `calls`; autograder/speed.py): nothing the student's code does in its process
-    can change them.
+    """The pass/fail ratio, from CPU seconds the kernel counted for two workers' timed calls
+    (the fixture's `calls`; autograder/speed.py): nothing the student's code does in its
+    process can lower them.
 
     On a shared machine a worker's CPU time also grows when others compete for caches and
     memory (and, in a VM, with time stolen by the host), so a ratio below `need` is measured
@@ -97,9 +99,7 @@ def kernel_timed_ratio(grader, test: rubric.Test, need: float) -> tuple[float, s
     cpu = grader.kernel_cpu[test.piece] = {}
     n_naive, n_student = rubric.SPEED[test.piece].fixture.calls
     for runs in _attempts(grader):  # noqa: B007 (runs is reported below)
-        # set-up first and last: the first process to start pays extra for cold caches,
-        # which would otherwise be charged to the others
-        _kernel_cpu(grader, test, ("setup", "naive", "student", "setup"), cpu)
+        _kernel_cpu(grader, test, ("naive", "student"), cpu)
         per_naive = _per_call(cpu, "naive", n_naive)
         per_student = _per_call(cpu, "student", n_student)
         ratio = per_naive / per_student
@@ -119,12 +119,13 @@ def draft_sensitivity(
     never agrees (see speed.stranger_draft) than with the fixture draft, as a fraction of one
     naive call measured by kernel_timed_ratio.
 
-    A difference of two workers that run the same set-up, not a ratio of set-up-subtracted
-    costs: each worker's fixed cost (imports, fixtures; about 6 s of CPU, varying by 0.5 s or
-    more between processes on a busy machine) cancels instead of being divided by a few
-    seconds of calls. Each role is measured at least twice and keeps its least CPU time, so
-    one disturbed stranger run cannot confirm a decoder whose cost ignores the draft, and a
-    difference below the bar is measured again like kernel_timed_ratio's."""
+    Each role's CPU is its timed calls' alone: the worker's CPU less its own set-up's, read
+    by the kernel in between (sandbox.run_worker). A worker's fixed cost (imports, fixtures;
+    about 6 s of CPU, varying by 0.5-1.5 s between processes on a busy machine) would
+    otherwise sit in a difference of a few seconds. Each role is measured at least twice and
+    keeps its least CPU time, so one disturbed stranger run cannot confirm a decoder whose
+    cost ignores the draft, and a difference below the bar is measured again like
+    kernel_timed_ratio's."""
     cpu = grader.kernel_cpu[test.piece]
     n_naive, n = policy.fixture.calls
     per_naive = _per_call(cpu, "naive", n_naive)

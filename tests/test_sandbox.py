@@ -139,6 +139,49 @@ def test_the_callers_own_children_survive_a_job():
         mine.kill()
 
 
+TIMED_WORKER = """
+import os, sys, time
+
+REPORTS = True
+
+
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+burn(0.6)  # set-up
+if REPORTS:
+    ready, go = (int(fd) for fd in os.environ["AUTOGRADER_HANDSHAKE"].split(","))
+    os.write(ready, b"ready\\n")
+    seed = os.read(go, 64)
+    open(os.path.join(sys.argv[1], "seed.txt"), "wb").write(seed)
+burn(0.3)  # the timed calls
+"""
+
+
+@pytest.mark.parametrize("reports", [True, False])
+def test_a_timed_workers_set_up_cpu_is_read_before_it_gets_the_seed(tmp_path, monkeypatch, reports):
+    """The speed verdicts subtract each worker's own set-up CPU, read from the kernel when it
+    says the set-up is done; the seed of its timed prompts comes only after that reading. A
+    worker that never says so gets no reading (the harness then refuses to time it)."""
+    code, job = tmp_path / "code", tmp_path / "job"
+    code.mkdir()
+    job.mkdir()
+    (code / "worker.py").write_text(TIMED_WORKER.replace("REPORTS = True", f"REPORTS = {reports}"))
+    monkeypatch.setattr(sandbox, "worker_python", lambda: sys.executable)
+    result = sandbox.run_worker(code, job, timeout_s=30, handshake=b"777\n")
+    assert result.returncode == 0 and not result.timed_out, result.log_tail
+    if reports:
+        assert (job / "seed.txt").read_bytes() == b"777\n"
+        assert 0.55 <= result.setup_cpu_s <= 0.85, result
+        assert 0.2 <= result.cpu_s - result.setup_cpu_s <= 0.45, result
+    else:
+        assert result.setup_cpu_s is None and not (job / "seed.txt").exists()
+        assert result.cpu_s >= 0.85
+
+
 def test_no_worker_account_means_no_grading(tmp_path, monkeypatch):
     """As root without a worker account: every row says the autograder could not run, and the
     student's code never ran (it would have left a file)."""
@@ -291,6 +334,7 @@ def test_worker_and_harness_agree_on_the_broken_worker_signal():
     from autograder import worker
 
     assert (worker.BROKEN, worker.BROKEN_EXIT) == (sandbox.WORKER_BROKEN, sandbox.WORKER_BROKEN_EXIT)
+    assert worker.HANDSHAKE_ENV == sandbox.HANDSHAKE_ENV
 
 
 @needs_root

@@ -27,9 +27,16 @@ def test_speed_py_times_what_the_fixture_declares(sol, piece):
     model, expected = speed.expected_outputs(fx, sol)
     assert rec["out_student"].shape == (fx.batch, fx.prompt + fx.new)
     assert rec["out_student"].tolist() == expected.tolist()
-    student = speed.run_role(fx, "student", sol, sol)["outputs"]
-    naive = speed.run_role(fx, "naive", None, sol)["outputs"]
-    _, want = speed.expected_cpu_outputs(fx, sol)
+    asked = []
+
+    def next_seed():  # the harness's handshake: the seed comes after the set-up
+        asked.append(1)
+        return 1234
+
+    student = speed.run_role(fx, "student", sol, sol, next_seed)["outputs"]
+    naive = speed.run_role(fx, "naive", None, sol, next_seed)["outputs"]
+    _, want = speed.expected_cpu_outputs(fx, sol, 1234)
+    assert len(asked) == 2
     assert len(student) == fx.calls[1] and len(naive) == fx.calls[0]
     assert [o.tolist() for o in student] == [w.tolist() for w in want]
     assert str(fx.new) in speed.describe(fx) and str(fx.prompt) in speed.describe(fx)
