@@ -207,7 +207,10 @@ def test_draft_sensitivity_verdicts_beside_cpu_hogs(tmp_path):
     """Beside two CPU-bound processes the confirmation still tells the two apart: the solution
     keeps its speculative speed points, the faked pass count gets none (a difference of two
     workers' CPU, so their fixed cost and its spread under load cancel)."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    # each in its own session, like the workers (with autogroup they would otherwise share a slice)
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(2)
+    ]
     try:
         good = grade_text(tmp_path / "good", variants.solution_text(), tests=public("spec_speed"))["tests"][0]
         fake = grade_text(
