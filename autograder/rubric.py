@@ -121,7 +121,8 @@ class SpeedPolicy:
 
 
 SPEED = {
-    # generate_kv: the reference measures 4-8x on 1 CPU. Confirmation = the same ratio: a KV cache
+    # generate_kv: the reference measures 5.7x on 1 CPU, 3.8-7.5x beside two CPU hogs (each
+    # worker's set-up excluded; docs/performance.md). Confirmation = the same ratio: a KV cache
     # is far above 2x, re-running the whole sequence every step ~1x (1.37x seen under load).
     "kv_speed": SpeedPolicy(
         fixture=SpeedFixture(
@@ -145,11 +146,11 @@ SPEED = {
         confirm_fails="it recomputes the sequence",
     ),
     # speculative vs the target's naive generate, batch 1, an 8-layer target and its 1-layer
-    # draft: cached ~4.5x, cache-less ~1.7x. Confirmation = the extra CPU per call with a draft
+    # draft: cached ~4.5x, cache-less ~2x. Confirmation = the extra CPU per call with a draft
     # that never agrees, as a fraction of one naive call (verdicts.draft_sensitivity): the
-    # solution 0.28 and a cache-less decoder 1.1 (they pay k draft steps and a verify for every
-    # token), a generate_kv that fakes the pass count -0.06 to -0.02 (its cost ignores the
-    # draft), beside two CPU hogs too.
+    # solution 0.33 (0.31-0.42 in ten gradings beside two CPU hogs) and a cache-less decoder 1.09
+    # (they pay k draft steps and a verify for every token), a generate_kv that fakes the pass
+    # count 0.00 quiet and beside the hogs (its cost ignores the draft).
     "spec_speed": SpeedPolicy(
         fixture=SpeedFixture(
             method="generate_speculative",
