@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import types
 import typing
 
 import pytest
 import torch
 
 from infkit import bench_models, fixtures, loading, paths
-from infkit.bench import analyse, cli, machine, main, setup, summary
+from infkit.bench import analyse, cli, machine, main, measure, setup, summary
 from infkit.bench.config import Workload
 from infkit.bench.measure import Row
 from infkit.bench.methods import counted_call
@@ -70,6 +71,10 @@ def test_solution_reports_every_figure_from_its_own_test(tmp_path, capsys):
     # naive runs at the smallest batch only (by default); at batch 2, generate_kv is checked
     # against transformers instead, and each headline ratio comes from the largest batch it has
     assert ("throughput", "naive", 2) not in rows and rows["throughput", "kv", 2]["checked_against"] == "hf"
+    # transformers generate: at the largest batch in the throughput test (where its figure is
+    # taken), at batch 1 in the latency test
+    assert ("throughput", "hf", 1) not in rows and ("latency", "hf", 1) in rows
+    assert report["workloads"]["throughput"]["hf_batch_sizes"] == [2]
     assert report["kv_speedup_vs_naive_batch"] == 1 and report["kv_vs_transformers_batch"] == 2
     for key, row in rows.items():
         assert row["status"] == "ok", (key, row["status"])
@@ -113,6 +118,29 @@ def test_naive_at_every_batch_when_asked(tmp_path):
     assert rows["naive", 2]["status"] == "ok" and rows["kv", 2]["checked_against"] == "naive"
     assert report["kv_speedup_vs_naive_batch"] == 2
     assert list(report["workloads"]) == ["throughput"]
+
+
+def test_every_sample_repeats_the_same_call():
+    """A row's spread must be the machine's noise, so every sample is the same call on the same
+    prompts (batch B the first B of them), never a new prompt whose acceptance differs."""
+    calls = []
+
+    def record(batch, new_tokens):
+        calls.append((batch.clone(), new_tokens))
+        return batch
+
+    w = Workload("throughput", ("kv",), (1, 2), prompt_len=40, new_tokens=3, samples=3, batch_samples=3,
+                 naive_samples=0, naive_batch_sizes=(), hf_batch_sizes=())  # fmt: skip
+    prompts = measure.prompts_for(w, vocab_size=512, seed=0)
+    assert prompts.shape == (2, 40) and not torch.equal(prompts[0], prompts[1])
+    progress = types.SimpleNamespace(update=lambda n: None)
+    models = types.SimpleNamespace(target=None)  # only speculative rows count target passes
+    rows = measure.measure_test(models, {"kv": record}, w, prompts, cli.parse([]), progress)
+    assert [len(rows["kv", B].seconds) for B in (1, 2)] == [3, 3]
+    timed = [batch for batch, n in calls if n == w.new_tokens and batch.size(1) == 40]
+    assert len(timed) == 6
+    for batch in timed:
+        assert torch.equal(batch, prompts[: batch.size(0)])
 
 
 def test_each_test_runs_only_with_something_to_compare():
@@ -206,7 +234,7 @@ def test_acceptance_from_target_passes_without_spec_stats():
     """No spec_stats: count rounds from the target's passes. 10 new tokens, k = 4: a prefill of
     the prompt, then 3 rounds keep 4 + 3 + 0 drafts plus one token each."""
     w = Workload("latency", ("speculative",), (1,), prompt_len=12, new_tokens=10, samples=1, batch_samples=1,
-                 naive_samples=0, naive_batch_sizes=())  # fmt: skip
+                 naive_samples=0, naive_batch_sizes=(), hf_batch_sizes=())  # fmt: skip
     row = Row("latency", "speculative", 1, passes=[[11, 5, 6, 5]])
     rate, source = analyse.acceptance(row, w, k=4)
     assert source == "estimated from target passes"
@@ -260,7 +288,7 @@ def test_agreeing_draft_is_always_accepted(variant, tmp_path):
     )
     assert torch.equal(out, expected) and agreeing.calls > 0
     w = Workload("latency", ("speculative",), (1,), prompt_len=12, new_tokens=12, samples=1, batch_samples=1,
-                 naive_samples=0, naive_batch_sizes=())  # fmt: skip
+                 naive_samples=0, naive_batch_sizes=(), hf_batch_sizes=())  # fmt: skip
     row = Row("latency", "agreeing", 1, passes=[passes], spec_stats=[stats] if stats else [])
     assert analyse.acceptance(row, w, k=3)[0] == 1.0
 

@@ -19,8 +19,9 @@ Two tests run one after the other, each on its own workload:
   throughput  batch sizes --batch-size, prompts of --prompt-len tokens, --new-tokens new tokens.
               Long prompts, because naive generate re-reads the whole context for every token
               (the KV cache's gain grows with it) and batching shares each weight read. Figures:
-              KV cache vs naive, generate_kv vs transformers generate (at the largest batch), and
-              speculative vs KV at batch 1 with the long prompt's prefill included.
+              KV cache vs naive, generate_kv vs transformers generate (at the largest batch, the
+              only one it runs at unless --hf-batch-size says otherwise), and speculative vs KV at
+              batch 1 with the long prompt's prefill included.
   latency     batch 1, prompts of --latency-prompt-len tokens, --latency-new-tokens new tokens:
               one request whose generation is several times its prompt, the requests speculative
               decoding is for (it shortens the generation, never the prompt's prefill). Figures:
@@ -30,7 +31,8 @@ Two tests run one after the other, each on its own workload:
 
 A test runs when it has something to compare generate_kv with (naive or transformers generate
 for throughput; a speculative method for latency); --skip throughput / latency leaves one out.
-Every timed row shows min-max over its samples and every ratio its range over the same samples.
+Every timed row shows min-max over its samples and every ratio its range over the same samples;
+a row's samples repeat the same call on the same prompts, so their spread is the machine's noise.
 The run records how busy the machine was (load average per core; on Linux, the CPU time other
 programs took during each test) and marks a figure unstable, with a warning, when its range is
 wide or its test ran on a busy machine.
@@ -104,7 +106,15 @@ def _throughput_options(p):
         help="batch sizes at which the naive baseline runs (default: the smallest of --batch-size; "
         "its cost grows with batch x length^2)",
     )
-    g.add_argument("--prompt-len", type=int, default=256, help="prompt tokens (corpus windows)")
+    g.add_argument(
+        "--hf-batch-size",
+        type=int,
+        nargs="*",
+        default=argparse.SUPPRESS,  # the largest batch size, below
+        help="batch sizes at which transformers generate runs (default: the largest of --batch-size, "
+        "where its figure is taken; the latency test compares it at batch 1)",
+    )
+    g.add_argument("--prompt-len", type=int, default=352, help="prompt tokens (corpus windows)")
     g.add_argument("--new-tokens", type=int, default=48, help="tokens generated per prompt")
     g.add_argument("--samples", type=int, default=2, help="timed samples per method at batch 1")
     g.add_argument("--naive-samples", type=int, default=1, help="timed samples of the slow naive baseline")
@@ -141,6 +151,7 @@ def _workloads(args, skip: set) -> tuple[Workload, ...]:
         batch_samples=args.batch_samples,
         naive_samples=args.naive_samples,
         naive_batch_sizes=tuple(getattr(args, "naive_batch_size", None) or [min(batch_sizes)]),
+        hf_batch_sizes=tuple(getattr(args, "hf_batch_size", None) or [max(batch_sizes)]),
     )
     sampled = () if args.temperature else ("kv_sampled", "speculative_sampled")
     latency = Workload(
@@ -153,6 +164,7 @@ def _workloads(args, skip: set) -> tuple[Workload, ...]:
         batch_samples=1,
         naive_samples=0,
         naive_batch_sizes=(),
+        hf_batch_sizes=(1,),
     )
     wanted = [w for w in (throughput, latency) if w.test not in skip]
     return tuple(w for w in wanted if set(TEST_NEEDS[w.test]) & set(w.methods))

@@ -63,14 +63,18 @@ class Workload:
     batch_samples: int  # at batch sizes above 1 (each covers B prompts)
     naive_samples: int
     naive_batch_sizes: tuple[int, ...]
+    hf_batch_sizes: tuple[int, ...]  # where transformers generate is timed
 
     def runs_at(self, method: str, batch: int) -> bool:
-        """Whether `method` is timed at `batch`: speculative decoding is batch 1 only."""
+        """Whether `method` is timed at `batch`: speculative decoding is batch 1 only; the two
+        baselines only at the batch sizes chosen for them."""
         if method not in self.methods:
             return False
         if method == "naive":
             return batch in self.naive_batch_sizes
-        return batch == 1 or method in ("kv", "hf")
+        if method == "hf":
+            return batch in self.hf_batch_sizes
+        return batch == 1 or method == "kv"
 
     def samples_of(self, method: str, batch: int) -> int:
         """The naive baseline is by far the slowest, so it gets fewer samples, and so do batches
@@ -89,6 +93,7 @@ class Workload:
             batch_samples=min(self.samples, self.batch_samples),
             naive_samples=min(self.samples, self.naive_samples),
             naive_batch_sizes=[B for B in self.batch_sizes if self.runs_at("naive", B)],
+            hf_batch_sizes=[B for B in self.batch_sizes if self.runs_at("hf", B)],
         )
 
 

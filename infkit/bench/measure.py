@@ -1,6 +1,11 @@
 """Timing one test: every method warmed up once, then the methods take turns sample by sample
 (so a slow drift of the machine hits all of them alike), each call timed with a device
-synchronisation (infkit.timing). Records seconds and outputs; judges nothing."""
+synchronisation (infkit.timing). Records seconds and outputs; judges nothing.
+
+Every sample of a row is the same call on the same prompts. A row's spread is then the
+machine's noise alone: with a different prompt per sample it would also hold the prompts'
+differences (a speculative call's time follows its prompt's acceptance), and a spread that
+no re-run on a quiet machine can narrow would be reported as noise."""
 
 import traceback
 from dataclasses import dataclass, field
@@ -37,8 +42,9 @@ class Row:
 
 
 def prompts_for(workload: Workload, vocab_size: int, seed: int):
-    """Corpus windows: one batch of max(batch_sizes) prompts per sample."""
-    n = workload.samples * max(workload.batch_sizes)
+    """Corpus windows: one batch of max(batch_sizes) prompts, which every sample repeats (batch
+    B takes the first B)."""
+    n = max(workload.batch_sizes)
     return corpus.sample_prompts(n, workload.prompt_len, seed=seed, vocab_size=vocab_size)
 
 
@@ -89,7 +95,7 @@ def measure_test(models, methods: dict, workload: Workload, prompts, config: Con
     rows = {}
     for B in workload.batch_sizes:
         names = timed_methods(workload, methods, B)
-        batches = [prompts[s * B : (s + 1) * B].to(config.device) for s in range(workload.samples)]
+        batches = [prompts[:B].to(config.device)] * workload.samples
         for m in names:
             rows[m, B] = Row(test=workload.test, method=m, batch=B)
             warm_up(rows[m, B], methods[m], batches[0], workload, config)

@@ -24,15 +24,15 @@ def prefill_seconds(model, prompt_len: int, device: str, repeats: int = 3) -> li
 
 @torch.no_grad()
 def agreeing_row(models, kv: Row, workload: Workload, prompts, config: Config, calls: int = 2) -> Row | None:
-    """generate_speculative with a draft that always agrees, at the real draft's cost, on the
-    first `calls` prompts that generate_kv timed: the most speculative decoding can gain on this
+    """generate_speculative with a draft that always agrees, at the real draft's cost, `calls`
+    times on the prompt that generate_kv timed: the most speculative decoding can gain on this
     workload. None when the implementation never calls the draft through the wrapper (it
     reached past it) or its output is not generate_kv's."""
     row = Row(test=workload.test, method="agreeing", batch=1)
     for s in sorted(kv.outputs)[:calls]:
         reference = kv.outputs[s].to(config.device)
         draft = AgreeingDraft(models.draft, reference)
-        prompt = prompts[s : s + 1].to(config.device)
+        prompt = prompts[:1].to(config.device)
         k, n = config.num_speculative, workload.new_tokens
         fn = models.target.generate_speculative
         try:

@@ -216,7 +216,7 @@ def summary(config, models, draft_head: str, corpus_source: str, measured, analy
         greedy=True,
         temperature=config.temperature,
         **{k: first[k] for k in ("batch_sizes", "prompt_len", "new_tokens", "samples", "naive_samples")},
-        **{k: first[k] for k in ("batch_samples", "naive_batch_sizes")},
+        **{k: first[k] for k in ("batch_samples", "naive_batch_sizes", "hf_batch_sizes")},
     )
     found = warnings(analysis)
     out = headline_values(analysis) | analysis.values
