@@ -157,14 +157,14 @@ def test_each_test_runs_only_with_something_to_compare():
 
 def test_latency_default_fits_a_small_model(capsys):
     config = setup.fit_to_model(
-        cli.parse(["--latency-prompt-len", "32", "--skip", "throughput"]), block_size=128
+        cli.parse(["--latency-prompt-len", "32", "--skip", "throughput"]), block_size=100
     )
-    assert config.workload("latency").new_tokens == 96 and "generates 96 tokens" in capsys.readouterr().out
+    assert config.workload("latency").new_tokens == 68 and "generates 68 tokens" in capsys.readouterr().out
     too_long = cli.parse(
         ["--latency-prompt-len", "32", "--latency-new-tokens", "100", "--skip", "throughput"]
     )
-    with pytest.raises(SystemExit, match="exceeds block_size 128"):
-        setup.fit_to_model(too_long, block_size=128)
+    with pytest.raises(SystemExit, match="exceeds block_size 100"):
+        setup.fit_to_model(too_long, block_size=100)
 
 
 def test_ratio_ranges_pair_samples_on_the_same_prompts():
