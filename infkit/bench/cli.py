@@ -114,8 +114,8 @@ def _throughput_options(p):
         help="batch sizes at which transformers generate runs (default: the largest of --batch-size, "
         "where its figure is taken; the latency test compares it at batch 1)",
     )
-    g.add_argument("--prompt-len", type=int, default=448, help="prompt tokens (corpus windows)")
-    g.add_argument("--new-tokens", type=int, default=48, help="tokens generated per prompt")
+    g.add_argument("--prompt-len", type=int, default=384, help="prompt tokens (corpus windows)")
+    g.add_argument("--new-tokens", type=int, default=64, help="tokens generated per prompt")
     g.add_argument("--samples", type=int, default=2, help="timed samples per method at batch 1")
     g.add_argument("--naive-samples", type=int, default=1, help="timed samples of the slow naive baseline")
     g.add_argument(
