@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from infkit import bench_models, fixtures, loading, paths
-from infkit.bench import analyse, cli, machine, main, measure, setup, summary
+from infkit.bench import analyse, cli, machine, main, measure, probes, setup, summary
 from infkit.bench.config import Workload
 from infkit.bench.measure import Row
 from infkit.bench.methods import counted_call
@@ -141,6 +141,46 @@ def test_every_sample_repeats_the_same_call():
     assert len(timed) == 6
     for batch in timed:
         assert torch.equal(batch, prompts[: batch.size(0)])
+
+
+def test_the_ceiling_takes_its_turn_among_the_methods():
+    """The always-agreeing draft is timed right after the other methods at each sample, so a
+    slow drift of the machine cannot put the ceiling below the figure it bounds."""
+    order = []
+
+    def method(name):
+        return lambda batch, n: order.append(name) or batch
+
+    w = Workload("latency", ("kv", "hf"), (1,), prompt_len=40, new_tokens=3, samples=2, batch_samples=1,
+                 naive_samples=0, naive_batch_sizes=(), hf_batch_sizes=(1,))  # fmt: skip
+    prompts = measure.prompts_for(w, vocab_size=512, seed=0)
+    progress = types.SimpleNamespace(update=lambda n: None)
+    models = types.SimpleNamespace(target=None)
+    after = lambda rows, B, s, batch: order.append(f"ceiling {s}")  # noqa: E731
+    measure.measure_test(
+        models, {"kv": method("kv"), "hf": method("hf")}, w, prompts, cli.parse([]), progress, after
+    )
+    assert order == ["kv", "hf", "kv", "hf", "ceiling 0", "kv", "hf", "ceiling 1"]  # warm-ups first
+
+
+@torch.no_grad()
+def test_no_ceiling_for_a_wrong_speculative_output():
+    module = loading.load_model_module(paths.SOLUTION_MODEL)
+    draft, target = fixtures.make_pair(module, "tiny")
+    models = bench_models.Models(target, draft, "tiny", "stand-in")
+    w = cli.parse(TINY).workload("latency")
+    prompt = fixtures.random_prompt(1, 8, target.config.vocab_size, seed=2)
+    right = target.generate_kv(prompt, w.new_tokens, top_k=1)
+    rows = {
+        ("kv", 1): Row("latency", "kv", 1, outputs={0: right, 1: right}),
+        ("speculative", 1): Row("latency", "speculative", 1, outputs={0: right, 1: right + 1}),
+    }
+    probes.agreeing_turn(models, w, cli.parse(TINY), rows, 1, 0, prompt)
+    assert rows["agreeing", 1].status == "ok" and len(rows["agreeing", 1].seconds) == 1
+    probes.agreeing_turn(models, w, cli.parse(TINY), rows, 1, 1, prompt)  # wrong at sample 1
+    assert rows["agreeing", 1].status == "dropped"
+    probes.agreeing_turn(models, w, cli.parse(TINY), rows, 1, 0, prompt)
+    assert not rows["agreeing", 1].seconds  # not timed again
 
 
 def test_each_test_runs_only_with_something_to_compare():

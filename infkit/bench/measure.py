@@ -90,8 +90,12 @@ def time_sample(row: Row, fn, batch, sample: int, workload: Workload, target, de
         row.status = failure(e)
 
 
-def measure_test(models, methods: dict, workload: Workload, prompts, config: Config, progress) -> dict:
-    """{(method, batch): Row} for one test's workload."""
+def measure_test(
+    models, methods: dict, workload: Workload, prompts, config: Config, progress, after_turn=None
+) -> dict:
+    """{(method, batch): Row} for one test's workload. after_turn(rows, B, s, batch), if given,
+    runs after every method has had its turn at sample s, so that a row derived from those
+    turns' outputs (the latency test's ceiling) is timed among them, not after them."""
     rows = {}
     for B in workload.batch_sizes:
         names = timed_methods(workload, methods, B)
@@ -106,4 +110,6 @@ def measure_test(models, methods: dict, workload: Workload, prompts, config: Con
                 if row.status == "ok" and s < workload.samples_of(m, B):
                     time_sample(row, methods[m], batch, s, workload, models.target, config.device)
                     progress.update(1)
+            if after_turn is not None:
+                after_turn(rows, B, s, batch)
     return rows

@@ -23,31 +23,44 @@ def prefill_seconds(model, prompt_len: int, device: str, repeats: int = 3) -> li
 
 
 @torch.no_grad()
-def agreeing_row(models, kv: Row, workload: Workload, prompts, config: Config, calls: int = 2) -> Row | None:
-    """generate_speculative with a draft that always agrees, at the real draft's cost, `calls`
-    times on the prompt that generate_kv timed: the most speculative decoding can gain on this
-    workload. None when the implementation never calls the draft through the wrapper (it
-    reached past it) or its output is not generate_kv's."""
-    row = Row(test=workload.test, method="agreeing", batch=1)
-    for s in sorted(kv.outputs)[:calls]:
-        reference = kv.outputs[s].to(config.device)
-        draft = AgreeingDraft(models.draft, reference)
-        prompt = prompts[:1].to(config.device)
-        k, n = config.num_speculative, workload.new_tokens
-        fn = models.target.generate_speculative
-        try:
-            out, lengths, stats = counted_call(
-                models.target, config.device, row.seconds, fn, prompt, n, draft, top_k=1, num_speculative=k
-            )
-        except Exception:
-            return None
-        if draft.calls == 0 or not torch.equal(out.cpu(), reference.cpu()):
-            return None
-        row.outputs[s] = out.cpu()
-        row.passes.append(lengths)
-        if stats is not None:
-            row.spec_stats.append(stats)
-    return row if row.seconds else None
+def agreeing_turn(
+    models, workload: Workload, config: Config, rows: dict, batch_size: int, s: int, prompt
+) -> None:
+    """One timed call of generate_speculative with a draft that always agrees, at the real
+    draft's cost, on sample s's prompt, right after the other methods' turns at s (measure_test's
+    after_turn): the most speculative decoding can gain on this workload. The agreeing draft
+    replays generate_kv's output, so it runs only while the speculative decoder's output equals
+    it. The row is marked dropped, and not timed again, when that output differs, when the
+    implementation never calls the draft through the wrapper (it reached past it), or when the
+    ceiling's own output is not generate_kv's."""
+    kv, spec = rows.get(("kv", 1)), rows.get(("speculative", 1))
+    if batch_size != 1 or not (kv and spec and s in kv.outputs and s in spec.outputs):
+        return
+    if ("agreeing", 1) in rows and rows["agreeing", 1].status != "ok":
+        return  # dropped at an earlier turn
+    dropped = Row(test=workload.test, method="agreeing", batch=1, status="dropped")
+    if not torch.equal(spec.outputs[s], kv.outputs[s]):  # a wrong decoder has no ceiling
+        rows["agreeing", 1] = dropped
+        return
+    row = rows.setdefault(("agreeing", 1), Row(test=workload.test, method="agreeing", batch=1))
+    reference = kv.outputs[s].to(config.device)
+    draft = AgreeingDraft(models.draft, reference)
+    k, n = config.num_speculative, workload.new_tokens
+    fn = models.target.generate_speculative
+    try:
+        out, lengths, stats = counted_call(
+            models.target, config.device, row.seconds, fn, prompt, n, draft, top_k=1, num_speculative=k
+        )
+    except Exception:
+        out = None
+    if out is None or draft.calls == 0 or not torch.equal(out.cpu(), reference.cpu()):
+        rows["agreeing", 1] = dropped
+        return
+    row.outputs[s] = out.cpu()
+    row.passes.append(lengths)
+    if stats is not None:
+        row.spec_stats.append(stats)
+    row.matches_naive, row.checked_against = True, "kv"
 
 
 @torch.no_grad()
