@@ -248,20 +248,23 @@ def run_worker(
     with open(log_path, "w+b") as log:
         if user:
             os.fchown(log.fileno(), *user)
-        proc = subprocess.Popen(
-            cmd,
-            cwd=job_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: we can kill all it started
-            preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb),
-            pass_fds=(ready_w, go_r) if handshake is not None else (),
-        )
-        if handshake is not None:
-            os.close(ready_w)
-            os.close(go_r)
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=job_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: we can kill all it started
+                preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb),
+                pass_fds=(ready_w, go_r) if handshake is not None else (),
+            )
+        except BaseException:  # no worker (its Python is missing, say): no pipe outlives the call
+            _close(ready_r, go_w)
+            raise
+        finally:
+            _close(ready_w, go_r)  # the worker's ends: it holds its own copies
         # wait4 rather than Popen.wait: it also returns the worker's CPU time as the kernel
         # counted it, which the speed tests use because the worker's own clocks can be faked.
         cpu_s, deadline = 0.0, time.monotonic() + timeout_s
@@ -287,9 +290,7 @@ def run_worker(
                     os.close(ready_r)  # one reading only (and no spinning on an end it closed)
                     ready_r = None
         finally:
-            for fd in (ready_r, go_w):
-                if fd is not None:
-                    os.close(fd)
+            _close(ready_r, go_w)
             _kill_group(proc.pid)
             proc.wait()
             # Helpers it detached (setsid, double fork) are killed and reaped here, and the CPU
@@ -299,6 +300,12 @@ def run_worker(
         log.seek(max(0, size - LOG_TAIL))
         tail = log.read(LOG_TAIL).decode("utf-8", "replace")
     return WorkerResult(proc.returncode, timed_out, size, tail, job_dir / "out.pt", cpu_s, setup_cpu_s)
+
+
+def _close(*fds) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
 
 
 def is_shared_account(user) -> bool:

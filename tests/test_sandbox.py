@@ -182,6 +182,20 @@ def test_a_timed_workers_set_up_cpu_is_read_before_it_gets_the_seed(tmp_path, mo
         assert result.cpu_s >= 0.85
 
 
+def test_a_worker_that_cannot_start_leaves_no_pipe_open(tmp_path, monkeypatch):
+    """A timed job whose worker cannot even start (its Python is missing): the error reaches the
+    caller, which reports it, and none of the handshake's four pipe ends stays open."""
+    code, job = tmp_path / "code", tmp_path / "job"
+    code.mkdir()
+    job.mkdir()
+    (code / "worker.py").write_text(TIMED_WORKER)
+    monkeypatch.setattr(sandbox, "worker_python", lambda: str(tmp_path / "no-such-python"))
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        sandbox.run_worker(code, job, timeout_s=30, handshake=b"777\n")
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
 def test_no_worker_account_means_no_grading(tmp_path, monkeypatch):
     """As root without a worker account: every row says the autograder could not run, and the
     student's code never ran (it would have left a file)."""
