@@ -99,12 +99,12 @@ def measure_test(
     rows = {}
     for B in workload.batch_sizes:
         names = timed_methods(workload, methods, B)
-        batches = [prompts[:B].to(config.device)] * workload.samples
+        batch = prompts[:B].to(config.device)  # every sample repeats this call
         for m in names:
             rows[m, B] = Row(test=workload.test, method=m, batch=B)
-            warm_up(rows[m, B], methods[m], batches[0], workload, config)
+            warm_up(rows[m, B], methods[m], batch, workload, config)
             progress.update(1)
-        for s, batch in enumerate(batches):
+        for s in range(workload.samples):
             for m in names:  # the methods take turns, sample by sample
                 row = rows[m, B]
                 if row.status == "ok" and s < workload.samples_of(m, B):
