@@ -29,6 +29,7 @@ AUTOGRADER_FILES = (
     "load.py",
     "rubric.py",
     "sandbox.py",
+    "screen.py",
     "selfcheck.py",
     "speed.py",
     "verdicts.py",

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import grade_all_diff, grade_all_report, local
+from . import grade_all_diff, grade_all_report, local, sandbox
 from .grade_all_inputs import InputError, Submission, find_submissions
 
 # One grading keeps one core busy: the harness waits while its single-threaded worker runs. Its
@@ -120,6 +120,8 @@ def kept_record(sub: Submission, out: Path, tests: str | None) -> Record | None:
         return None
     if meta.get("fingerprint") != sub.fingerprint() or meta.get("tests") != tests:
         return None
+    if meta.get("status") == CLEANUP_FAILED:  # stopped on our side: graded again
+        return None
     return Record(sub, results, meta.get("status", "graded"), meta.get("seconds", 0.0), meta.get("load"))
 
 
@@ -156,6 +158,8 @@ def grade_one(sub: Submission, out: Path, tests, timeout_s, stop: threading.Even
         results = fallback_results(
             f"the harness ended (exit {graded.returncode}) without writing results.json (logs/{sub.id}.log)"
         )
+    elif graded.returncode == sandbox.CLEANUP_FAILED_EXIT or _cleanup_flags(graded.results):
+        status, results = CLEANUP_FAILED, graded.results
     else:
         status, results = "graded", graded.results
     seconds = graded.seconds if graded is not None else 0.0
@@ -167,6 +171,23 @@ def grade_one(sub: Submission, out: Path, tests, timeout_s, stop: threading.Even
     )
     _write_json(out / "meta" / f"{sub.id}.json", meta)
     return Record(sub, results, status, seconds, load)
+
+
+CLEANUP_FAILED = "cleanup failed"  # a Record's status: what a job left could not be removed
+
+
+class GradingStopped(Exception):
+    """A grading's clean-up failed: the machine is not clean, so no further submission is
+    graded on it (the next one would be graded beside the leftovers). For staff to fix."""
+
+    def __init__(self, records: list, why: str):
+        super().__init__(why)
+        self.records = records
+
+
+def _cleanup_flags(results: dict) -> list[str]:
+    flags = results.get("flags") if isinstance(results, dict) else None
+    return [f for f in flags or [] if isinstance(f, str) and f.startswith(sandbox.CLEANUP_FLAG)]
 
 
 def run_batch(
@@ -197,13 +218,16 @@ def run_batch(
             f"{len(records)} submissions already graded in {out} are kept (--force grades them again)",
             flush=True,
         )
-    stop, finished = threading.Event(), True
+    stop, finished, stopped = threading.Event(), True, None
     bar = _progress(len(todo), jobs) if progress and todo else None
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [pool.submit(grade_one, s, out, tests, timeout_s, stop, grade_fn) for s in todo]
         for future in as_completed(futures):
             record = future.result()
+            if record is not None and record.status == CLEANUP_FAILED and stopped is None:
+                stopped = record  # grade nothing more here: the gradings under way stop too
+                stop.set()
             if record is not None:
                 records[record.sub.id] = record
                 if bar is not None:
@@ -220,7 +244,19 @@ def run_batch(
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
-    return [records[s.id] for s in subs if s.id in records], finished
+    graded = [records[s.id] for s in subs if s.id in records]
+    if stopped is not None:
+        why = (
+            "; ".join(_cleanup_flags(stopped.results)) or f"the harness exited {sandbox.CLEANUP_FAILED_EXIT}"
+        )
+        raise GradingStopped(
+            graded,
+            f"grading {stopped.sub.id} left files the grader could not remove ({why}); nothing more was "
+            "graded on this machine. Remove them (or use a fresh machine) and run the same command "
+            f"again: the submissions graded so far are kept, {stopped.sub.id} is graded again "
+            f"(logs/{stopped.sub.id}.log).",
+        )
+    return graded, finished
 
 
 def _own_account_per_job(grade_fn, jobs: int):
@@ -329,16 +365,21 @@ def main(argv=None) -> int:
         f"{len(subs)} submissions in {args.submissions}; grading {jobs} at a time into {args.out}", flush=True
     )
     warn_if_busy(jobs)
-    records, finished = run_batch(
-        subs,
-        args.out,
-        jobs,
-        args.tests,
-        args.force,
-        args.timeout,
-        progress=not args.no_progress,
-        retry_limits=args.retry_limits,
-    )
+    try:
+        records, finished = run_batch(
+            subs,
+            args.out,
+            jobs,
+            args.tests,
+            args.force,
+            args.timeout,
+            progress=not args.no_progress,
+            retry_limits=args.retry_limits,
+        )
+    except GradingStopped as e:  # the report of what was graded, then the error for staff
+        finish(e.records, subs, notes + [f"STOPPED: {e}"], args.out, args.against, args.tests, False)
+        print(f"grade-all: ERROR: {e}", file=sys.stderr)
+        return 1
     return finish(records, subs, notes, args.out, args.against, args.tests, finished)
 
 

@@ -53,6 +53,8 @@ def problems(record) -> list[str]:
         found.append(record.status)
     if NO_MODEL in str(record.results.get("output", "")):
         found.append("no model.py")
+    flags = record.results.get("flags")  # the harness's flags for staff review (refused, ...)
+    found += [str(f)[:300] for f in flags] if isinstance(flags, list) else []
     return found
 
 

@@ -24,7 +24,7 @@ import torch
 
 from infkit import checks, loading, paths, sampling_check
 
-from . import load, rubric, sandbox, verdicts
+from . import load, rubric, sandbox, screen, verdicts
 
 ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
 BUDGET_S = rubric.BUDGET_S
@@ -37,6 +37,11 @@ STAFF_HINT = "This is a problem with the autograder, not with your code: please 
 
 class HarnessError(Exception):
     """The grader itself failed (not the student's code)."""
+
+
+# A flag of results.json: a job's leftovers could not be removed. main() then exits with
+# CLEANUP_FAILED_EXIT, and `make grade-all` stops rather than grade the next upload here.
+CLEANUP_FLAG, CLEANUP_FAILED_EXIT = sandbox.CLEANUP_FLAG, sandbox.CLEANUP_FAILED_EXIT
 
 
 class WorkerTimedOut(Exception):
@@ -111,6 +116,7 @@ class Grader:
         self.call_seed = secrets.randbelow(2**31)
         self.last_cpu_s = self.last_setup_cpu_s = None  # of the last worker, from the kernel
         self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine
+        self.flags = []  # for staff review, into results.json (grade() adds them)
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
         if self.cannot_run:
@@ -169,6 +175,8 @@ class Grader:
         try:
             handshake = f"{self.call_seed}\n".encode() if timed else None
             result = sandbox.run_worker(self.code, job, timeout, self.user, handshake=handshake)
+        except sandbox.CleanupFailed as e:
+            self._cleanup_failed(e)
         except OSError as e:  # could not start the worker at all: the grader's fault
             raise HarnessError(f"could not start the worker: {e}") from e
         setup = f" ({result.setup_cpu_s:.2f} s of it set-up)" if result.setup_cpu_s is not None else ""
@@ -181,7 +189,10 @@ class Grader:
         try:
             out = self._read_output(result, timeout, test)
         finally:
-            shutil.rmtree(job, ignore_errors=True)
+            try:
+                sandbox.remove_job_dir(job)
+            except sandbox.CleanupFailed as e:
+                self._cleanup_failed(e)
         flooded = result.log_bytes >= (sandbox.MAX_FILE_MB - 1) * 1024 * 1024
         if out["status"] == "import_error":
             err = out["error"]
@@ -204,6 +215,14 @@ class Grader:
                 "(model.py must not close, replace or write to file descriptors it did not open)."
             )
         return results
+
+    def _cleanup_failed(self, e: Exception):
+        """What a job left could not be removed: no further job runs on this machine, the row
+        is the grader's failure (never the student's), and the results carry a flag that stops
+        `make grade-all` (main's CLEANUP_FAILED_EXIT)."""
+        self.cannot_run = f"the clean-up after a job failed, so no further test runs here ({e})"
+        self.flags.append(f"{CLEANUP_FLAG}: {e}")
+        raise HarnessError(self.cannot_run) from e
 
     def _read_output(self, result, timeout, test) -> dict:
         tail = result.log_tail.strip()
@@ -283,19 +302,26 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
     """Grade a submission folder; returns the results.json content (never raises)."""
     tests = rubric.TESTS if tests is None else tests
     start = time.monotonic()
-    rows, leaderboard, notes = [], [], []
+    rows, leaderboard, notes, flags = [], [], [], []
     work = Path(tempfile.mkdtemp(prefix="autograder-"))
     try:
         model_path, note = find_submission(submission_dir)
         if note:
             notes.append(note)
-        if model_path is None:
+        # the static screen (screen.py): a file that reaches into the grader is never run
+        refusal = screen.screen_upload(model_path) if model_path is not None else None
+        if refusal is not None:
+            notes.append(refusal.message)
+            flags.append(refusal.flag)
+            rows = [screen.flagged(_row(t, 0.0, refusal.message), refusal.flag) for t in tests]
+        elif model_path is None:
             rows = [_row(t, 0.0, note) for t in tests]
         else:
             grader = Grader(model_path, work, budget_s, timeout_scale)
             for test in tests:
                 print(f"running {test.name}", flush=True)
                 rows.append(run_test(grader, test))
+            flags.extend(grader.flags)
             verdicts.apply_gates(grader, tests, rows)
             verdicts.name_prerequisites(tests, rows)
             leaderboard = verdicts.leaderboard(grader)
@@ -312,8 +338,15 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
             }
         )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return _results(rows, leaderboard, notes, time.monotonic() - start)
+        try:
+            sandbox.confine.remove_tree(work)
+        except sandbox.CleanupFailed as e:
+            print(f"HARNESS ERROR: {e}")
+            flags.append(f"{CLEANUP_FLAG}: {e}")
+    results = _results(rows, leaderboard, notes, time.monotonic() - start)
+    if flags:  # for staff review: grade-all's report lists every flagged submission
+        results.setdefault("flags", []).extend(flags)
+    return results
 
 
 def run_test(grader: Grader, test: rubric.Test) -> dict:
@@ -431,7 +464,7 @@ def main() -> int:
             )
         write_results(results, results_path)
     print(summary(results))
-    return 0
+    return CLEANUP_FAILED_EXIT if any(f.startswith(CLEANUP_FLAG) for f in results.get("flags", [])) else 0
 
 
 if __name__ == "__main__":

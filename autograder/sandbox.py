@@ -7,6 +7,7 @@ Only the harness (the parent) reads what comes back, and it trusts none of it: s
 """
 
 import atexit
+import json
 import os
 import pwd
 import resource
@@ -36,6 +37,18 @@ TOO_MUCH_OUTPUT = f"your code printed more than {MAX_FILE_MB} MB (prints in a lo
 # worker.py's signal that the grader's own packages did not import (kept in step with it)
 WORKER_BROKEN, WORKER_BROKEN_EXIT = "AUTOGRADER-WORKER-BROKEN", 86
 LOG_TAIL = 1500  # characters of the worker's output shown with a failure
+
+
+CleanupFailed = confine.CleanupFailed  # what a job left could not be removed (the grader's failure)
+# How the harness says so: a flag in results.json and its exit status (grade-all then stops).
+CLEANUP_FLAG = "cleanup failed"
+CLEANUP_FAILED_EXIT = 3
+
+
+def remove_job_dir(job: Path) -> None:
+    """Remove a job's folder, whatever the worker built in it (confine.remove_tree); raises
+    CleanupFailed when something stays."""
+    confine.remove_tree(job)
 
 
 @dataclass
@@ -176,14 +189,36 @@ def new_job_dir(parent: Path, user) -> Path:
     return job
 
 
-def _confine(user, cpu_s: int, memory_mb: int):
-    """What the worker's process does between fork and exec: as root, its own network and IPC
-    namespaces, then the drop to `user`; the limits; the socket filter last (it sets
-    no_new_privs, which would not matter to root but keeps the account from regaining any)."""
+_interpreter_paths = {}
+
+
+def worker_view(code_dir: Path, job_dir: Path) -> confine.View | None:
+    """The worker's own view of the file system (confine.View), or None where the kernel
+    refuses mount namespaces (reported to staff by confine.warnings): the kit's tree and its
+    siblings covered, the worker's interpreter and packages, its code and its job mounted back,
+    fresh shared writable folders. The interpreter's folders are asked of it once."""
+    if os.geteuid() != 0 or not confine.probe().get("mounts"):
+        return None
+    python = worker_python()
+    if python not in _interpreter_paths:
+        ask = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]))"
+        done = subprocess.run([python, "-E", "-s", "-c", ask], capture_output=True, text=True, check=True)
+        real = os.path.dirname(os.path.realpath(python))
+        _interpreter_paths[python] = [*json.loads(done.stdout), os.path.dirname(python), real]
+    return confine.plan_view(paths.ROOT, [*_interpreter_paths[python], str(code_dir), str(job_dir)])
+
+
+def _confine(user, cpu_s: int, memory_mb: int, view: confine.View | None = None):
+    """What the worker's process does between fork and exec: as root, its own network, IPC and
+    (with `view`) mount namespaces, then the drop to `user`; the limits; the socket filter last
+    (it sets no_new_privs, which would not matter to root but keeps the account from regaining
+    any)."""
 
     def apply():
         if user:
             confine.unshare_network_and_ipc()  # refused in some containers: probed and reported
+            if view is not None:  # probed to work here: a failure now stops the job (fail closed)
+                confine.enter_view(view)
             os.setgroups([])
             os.setgid(user[1])
             os.setuid(user[0])
@@ -235,6 +270,7 @@ def run_worker(
         "INFKIT_CACHE": str(job_dir / "cache"),
     }
     cmd = [worker_python(), "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
+    view = worker_view(code_dir, job_dir) if user else None
     confine.become_subreaper()  # what the worker detaches comes back to us: see end_job
     ours = confine.our_processes()  # the caller's own children (a load generator, say) are spared
     timed_out = False
@@ -257,9 +293,12 @@ def run_worker(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: we can kill all it started
-                preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb),
+                preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb, view),
                 pass_fds=(ready_w, go_r) if handshake is not None else (),
             )
+        except subprocess.SubprocessError as e:  # its confinement failed: the grader's problem
+            _close(ready_r, go_w)
+            raise OSError(f"the worker's confinement failed: {e}") from e
         except BaseException:  # no worker (its Python is missing, say): no pipe outlives the call
             _close(ready_r, go_w)
             raise

@@ -229,7 +229,138 @@ HOSTILE = {
     "connects_to_network": lambda: starter_text() + _CONNECT,
     "fork_bomb": lambda: starter_text() + _FORK_BOMB,
     "reads_other_job": lambda: starter_text() + _READ_OTHER_JOB,
+    # issue 28's uploads (HOSTILE_POINTS: what an honest grader gives each)
+    "forges_probes": lambda: starter_text() + _FORGE_PROBES,
+    "forges_probes_via_sys_modules": lambda: starter_text() + _FORGE_VIA_SYS_MODULES,
+    "keyring_channel": lambda: solution_text() + _KEYRING,
+    "walks_up_to_solution": lambda: starter_text() + _WALK_UP,
+    "deep_tree": lambda: starter_text() + _DEEP_TREE,
+    "sets_two_threads": lambda: solution_text() + "\ntorch.set_num_threads(2)  # 'to use both cores'\n",
+    "hostile_text_at_import": lambda: starter_text() + _HOSTILE_TEXT,
 }
+
+# Points of a full grading (rubric.TESTS) that each of issue 28's uploads deserves: the
+# forgeries, the channel and the walk-up are refused by the static screen (screen.py) or, past
+# it, find nothing (the walk-up then grades as the starter it is); the deep tree is the starter;
+# the solution that asks for two threads is still the solution.
+HOSTILE_POINTS = {
+    "forges_probes": 0,
+    "forges_probes_via_sys_modules": 0,
+    "keyring_channel": 0,
+    "walks_up_to_solution": 0,
+    "deep_tree": 0,
+    "sets_two_threads": 50,
+    "hostile_text_at_import": 0,
+}
+
+# Replace the grader's probes, in the worker's own interpreter, by ones that report success
+# (the full forgery records what the judge expects; refusing the import is what matters).
+_FORGE_PROBES = """
+from infkit import checks as _checks
+
+for _piece in list(_checks.PROBES):
+    _checks.PROBES[_piece] = lambda *a, **k: ({}, None)
+"""
+
+_FORGE_VIA_SYS_MODULES = """
+import sys as _sys
+
+_checks = _sys.modules.get("infkit.checks")
+if _checks is not None:
+    _checks.PROBES.clear()
+"""
+
+# A store that outlives the job: the kernel keyring of the worker's account. The first worker
+# leaves "answers" there; a later one finds them (then its import fails, saying so).
+_KEYRING = """
+import ctypes as _ctypes
+import platform as _platform
+
+_libc = _ctypes.CDLL(None, use_errno=True)
+_ADD_KEY, _REQUEST_KEY = {"x86_64": (248, 249), "aarch64": (217, 218)}[_platform.machine()]
+_USER_KEYRING = -4  # KEY_SPEC_USER_KEYRING: the account's, not the process's
+_found = _libc.syscall(_REQUEST_KEY, b"user", b"{token}", None, 0)
+if _found > 0:
+    raise RuntimeError("carried over from an earlier job: key " + str(_found))
+_stored = _libc.syscall(_ADD_KEY, b"user", b"{token}", b"answers", 7, _USER_KEYRING)
+"""
+
+# Walk up from everywhere the worker's Python and code live, and one level down from every
+# folder on the way, for the kit's solution; exec it in this module if found.
+_WALK_UP = """
+import os as _os
+import sys as _sys
+
+
+def _candidates():
+    starts = [_os.getcwd(), _os.path.dirname(_os.path.abspath(__file__)), _sys.prefix, _sys.base_prefix]
+    for _start in starts + [_p for _p in _sys.path if _p]:
+        _d = _os.path.abspath(_start)
+        while True:
+            yield _os.path.join(_d, "solution", "model.py")
+            try:
+                for _name in _os.listdir(_d):
+                    yield _os.path.join(_d, _name, "solution", "model.py")
+            except OSError:
+                pass
+            if _os.path.dirname(_d) == _d:
+                break
+            _d = _os.path.dirname(_d)
+
+
+for _path in _candidates():
+    if _os.path.isfile(_path):
+        try:
+            _source = open(_path).read()
+        except OSError:
+            continue
+        exec(compile(_source, _path, "exec"))
+        break
+"""
+
+# A 1,500-level folder tree (deeper than shutil.rmtree's recursion), with names that are not
+# UTF-8, a folder without permissions and links out to the grader's tree, in the job's folder
+# and in every shared writable folder; then the starter grades as the starter.
+_DEEP_TREE = """
+import os as _os
+
+
+def _build(_top):
+    try:
+        _os.makedirs(_top, exist_ok=True)
+        _fd = _os.open(_top, _os.O_RDONLY)
+    except OSError:
+        return
+    for _i in range(1500):
+        try:
+            _os.mkdir("d", dir_fd=_fd)
+            _next = _os.open("d", _os.O_RDONLY, dir_fd=_fd)
+        except OSError:
+            break
+        if _i % 500 == 0:
+            for _name, _target in ((b"odd\\nname\\xff", "/"), (b"to-the-grader", "{source}")):
+                try:
+                    _os.symlink(_target, _name, dir_fd=_fd)
+                except OSError:
+                    pass
+            try:
+                _os.mkdir(b"locked", dir_fd=_fd)
+                _os.chmod(b"locked", 0, dir_fd=_fd)
+            except OSError:
+                pass
+        _os.close(_fd)
+        _fd = _next
+    _os.close(_fd)
+
+
+for _top in ("deep", "/tmp/deep-{token}", "/var/tmp/deep-{token}", "/dev/shm/deep-{token}"):
+    _build(_top)
+"""
+
+# An import error whose message holds lone surrogates, terminal escapes and a megabyte of text.
+_HOSTILE_TEXT = """
+raise RuntimeError("\\udcff\\ud800 \\x1b[2J\\x1b]0;owned\\x07\\x1b[31mred " + "x" * 1_000_000 + "\\r\\x00end")
+"""
 
 # A helper that outlives its worker: it keeps "precomputed outputs" fresh in the shared folders
 # for the next worker, which reports what it finds (the starter's stubs then say "not
@@ -403,5 +534,6 @@ except ImportError:
 """
 
 
-def hostile(name: str, root: Path, source: Path) -> str:
-    return HOSTILE[name]().replace("{root}", str(root)).replace("{source}", str(source))
+def hostile(name: str, root: Path, source: Path, token: str = "ag-hostile") -> str:
+    text = HOSTILE[name]().replace("{root}", str(root)).replace("{source}", str(source))
+    return text.replace("{token}", token)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import build, harness, rubric, sandbox, variants, verdicts
+from autograder import build, harness, rubric, sandbox, screen, variants, verdicts
 from infkit import checks, loading, paths
 
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
@@ -333,7 +333,8 @@ HOSTILE_EXPECT = {  # name: (tests to run, words the student's message must cont
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_EXPECT))
-def test_hostile_submission_gets_valid_result(tmp_path, name):
+def test_hostile_submission_gets_valid_result(tmp_path, monkeypatch, name):
+    monkeypatch.setenv(screen.SCREEN_ENV, "off")  # the sandbox beneath the static screen
     tests, words = HOSTILE_EXPECT[name]
     text = variants.hostile(name, tmp_path, paths.ROOT)
     # only "hangs" needs a short limit; the others get 30 s, far above a worker's start-up (a
@@ -359,6 +360,7 @@ def run_gradescope_flow(tmp_path, text, pieces="buffers") -> dict:
     (root / "submission" / "model.py").write_text(text.replace("{source}", str(root / "source")))
     venv = Path(sys.executable).parent.parent
     env = dict(os.environ, AUTOGRADER_ROOT=str(root), INFKIT_VENV=str(venv), AUTOGRADER_TESTS=pieces)
+    env[screen.SCREEN_ENV] = "off"  # these test the sandbox beneath the static screen
     env.pop("PYTHONPATH", None)
     subprocess.run([str(root / "source" / "run_autograder")], env=env, timeout=300, check=False)
     results = json.loads((root / "results" / "results.json").read_text())

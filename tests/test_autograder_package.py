@@ -42,7 +42,8 @@ def test_autograder_zip_layout(zips):
         assert {
             "autograder/selfcheck.py",
             "autograder/confine.py",
-        } <= names  # setup.sh and the sandbox need them
+            "autograder/screen.py",
+        } <= names  # setup.sh, the sandbox and the static screen need them
         assert "starter/model.py" in names and not any(n.startswith("solution/") for n in names)
         for script in ("setup.sh", "run_autograder"):
             data = z.read(script)

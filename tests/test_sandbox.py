@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import confine, harness, rubric, sandbox, selfcheck, variants
+from autograder import confine, harness, rubric, sandbox, screen, selfcheck, variants
 from infkit import paths
 
 
@@ -49,6 +49,7 @@ def grade_file(tmp_path: Path, text: str, tests: str) -> dict:
     model.write_text(text)
     out = tmp_path / "results.json"
     env = dict(os.environ, AUTOGRADER_TESTS=tests)
+    env[screen.SCREEN_ENV] = "off"  # these test the sandbox beneath the static screen
     subprocess.run(
         [sys.executable, "-m", "autograder.local", str(model), "--results", str(out)],
         cwd=paths.ROOT,
