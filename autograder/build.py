@@ -32,6 +32,7 @@ AUTOGRADER_FILES = (
     "screen.py",
     "selfcheck.py",
     "speed.py",
+    "text.py",
     "verdicts.py",
     "worker.py",
     "local.py",

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import grade_all_diff, grade_all_report, local, sandbox
+from . import grade_all_diff, grade_all_report, local, sandbox, text
 from .grade_all_inputs import InputError, Submission, find_submissions
 
 # One grading keeps one core busy: the harness waits while its single-threaded worker runs. Its
@@ -160,6 +160,7 @@ def grade_one(sub: Submission, out: Path, tests, timeout_s, stop: threading.Even
         )
     elif graded.returncode == sandbox.CLEANUP_FAILED_EXIT or _cleanup_flags(graded.results):
         status, results = CLEANUP_FAILED, graded.results
+        stop.set()  # here, before this thread takes the next submission (run_batch says why)
     else:
         status, results = "graded", graded.results
     seconds = graded.seconds if graded is not None else 0.0
@@ -342,6 +343,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    text.safe_stdout()  # the uploads' words never end the run
     if args.against is not None and not args.against.is_file():
         print(
             f"grade-all: --against {args.against}: no such file (give an earlier run's grades.csv)",

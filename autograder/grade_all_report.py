@@ -11,6 +11,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from . import text
+
 FIXED_COLUMNS = ["id", "student", "email", "sid", "total", "max", "status", "problems"]
 NO_MODEL = "No model.py in your submission"
 PRINTED = "\nThe last lines your code printed"
@@ -54,14 +56,14 @@ def problems(record) -> list[str]:
     if NO_MODEL in str(record.results.get("output", "")):
         found.append("no model.py")
     flags = record.results.get("flags")  # the harness's flags for staff review (refused, ...)
-    found += [str(f)[:300] for f in flags] if isinstance(flags, list) else []
+    found += [text.clean(f, text.NAME_LIMIT) for f in flags] if isinstance(flags, list) else []
     return found
 
 
 def write_csv(records, path: Path):
     names = test_names(records)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="replace") as f:
         w = csv.writer(f)
         w.writerow(FIXED_COLUMNS + names)
         for r in records:
@@ -233,7 +235,7 @@ def _table(header, rows) -> str:
 
 
 def _e(x) -> str:
-    return html.escape(str(x))
+    return html.escape(text.clean(x))  # the upload's words: no surrogate, escape or flood
 
 
 STYLE = (
@@ -351,5 +353,5 @@ def write_report(records, notes, out: Path, diff=None, tests=None) -> Path:
         parts.insert(1, "<p>(matplotlib is not installed: no plots.)</p>")
     page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Grading report</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
     path = out / "report.html"
-    path.write_text(page)
+    path.write_text(page, encoding="utf-8", errors="replace")  # a page, whatever it holds
     return path

@@ -24,7 +24,7 @@ import torch
 
 from infkit import checks, loading, paths, sampling_check
 
-from . import load, rubric, sandbox, screen, verdicts
+from . import load, rubric, sandbox, screen, text, verdicts
 
 ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
 BUDGET_S = rubric.BUDGET_S
@@ -110,13 +110,20 @@ class Grader:
         self.not_measured = set()  # speed pieces whose timing the machine's load prevented
         self.fast_path_failed = set()  # pieces correct in DEBUG and wrong outside it
         self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker's calls
-        self.expected_cpu = {}  # speed piece -> the reference's outputs for the student role
-        # the kernel-timed calls' prompts, new for each grading: a worker learns this only after
-        # its set-up CPU was read, so no work on them can hide in its set-up
-        self.call_seed = secrets.randbelow(2**31)
+        self.expected_cpu = {}  # (speed piece, role) -> the reference's outputs for that role
+        # the kernel-timed calls' prompts, new for each grading and each role (call_seed_for):
+        # a worker learns its seed only after its set-up CPU was read, so no work on them can
+        # hide in its set-up
+        self.call_seeds = {}
         self.last_cpu_s = self.last_setup_cpu_s = None  # of the last worker, from the kernel
         self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine
         self.flags = []  # for staff review, into results.json (grade() adds them)
+
+    def call_seed_for(self, piece: str, role: str) -> int:
+        """The seed of one timed role's prompts: its own, so what one role's worker computed
+        answers nothing another role is asked (issue 28). Repeats of a role share it: the
+        harness computes each seed's expected outputs (5-10 s of CPU per fixture)."""
+        return self.call_seeds.setdefault((piece, role), secrets.randbelow(2**31))
 
     def run_job(self, test: rubric.Test, role: str | None = None) -> list:
         if self.cannot_run:
@@ -173,7 +180,7 @@ class Grader:
         started = time.monotonic()
         timed = test.kind == "speed" and role is not None
         try:
-            handshake = f"{self.call_seed}\n".encode() if timed else None
+            handshake = f"{self.call_seed_for(test.piece, role)}\n".encode() if timed else None
             result = sandbox.run_worker(self.code, job, timeout, self.user, handshake=handshake)
         except sandbox.CleanupFailed as e:
             self._cleanup_failed(e)
@@ -343,7 +350,8 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
         except sandbox.CleanupFailed as e:
             print(f"HARNESS ERROR: {e}")
             flags.append(f"{CLEANUP_FLAG}: {e}")
-    results = _results(rows, leaderboard, notes, time.monotonic() - start)
+    # the upload's words (its errors, prints, class names) made safe for every place shown
+    results = text.clean_results(_results(rows, leaderboard, notes, time.monotonic() - start))
     if flags:  # for staff review: grade-all's report lists every flagged submission
         results.setdefault("flags", []).extend(flags)
     return results
@@ -433,6 +441,7 @@ def summary(results: dict) -> str:
 def main() -> int:
     results_path = ROOT / "results" / "results.json"
     results = None
+    text.safe_stdout()  # no text, however odd, ends the run here
     try:
         torch.set_num_threads(1)
         # On Gradescope, the worker's account must not read the grader (hidden seeds) or the upload.

@@ -21,6 +21,11 @@ import torch
 from infkit import checks, fixtures, timing
 
 
+def pin_threads() -> None:
+    """The grader's thread count before each timed call (worker.pin_threads says why)."""
+    torch.set_num_threads(1)
+
+
 def describe(fx) -> str:
     """The fixture, in words."""
     words = f"batch {fx.batch}, prompt {fx.prompt}, {fx.new} new tokens"
@@ -64,10 +69,14 @@ def cpu_prompts(fx, n: int, seed: int) -> list:
 
 def _interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
     """Call every fn once to warm up, then `repeats` rounds in turn; seconds and last outputs."""
-    outputs = {name: fn() for name, fn in fns.items()}
+    outputs = {}
+    for name, fn in fns.items():
+        pin_threads()
+        outputs[name] = fn()
     seconds = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            pin_threads()
             with timing.timed("cpu", seconds[name]):
                 outputs[name] = fn()
     return seconds, outputs
@@ -112,9 +121,14 @@ def run_role(fx, role: str, module, ref, next_seed) -> dict:
         call = lambda p, n: model.generate(p, n, top_k=1)
     else:
         call = _student_call(fx, model, draft if role == "student" else stranger)
+    pin_threads()
     call(case(fx)[0], 1)  # load kernels, allocate: the same one-token call in every role
     prompts = cpu_prompts(fx, n_naive if role == "naive" else n_student, next_seed())
-    return {"outputs": [call(p, fx.new).detach().clone() for p in prompts]}
+    outputs = []
+    for p in prompts:
+        pin_threads()
+        outputs.append(call(p, fx.new).detach().clone())
+    return {"outputs": outputs}
 
 
 def expected_cpu_outputs(fx, ref, seed: int) -> tuple:

@@ -51,13 +51,16 @@ def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
     the kernel: the worker's CPU less its own set-up's, sandbox.run_worker) in `cpu`, and check
     every output of the student's calls."""
     policy = rubric.SPEED[test.piece]
-    model, expected = _cpu_expected(grader, test.piece)
+    # each checked role has prompts of its own (harness.Grader.call_seed_for); all computed
+    # before any worker runs, so the harness's own work never competes with a timed one
+    checked = {r: _cpu_expected(grader, test.piece, r) for r in roles if r in ("student", "stranger")}
     for role in roles:
         (result,) = grader.run_job(test, role=role)
         if result["error"] is not None:
             checks.judge(policy.piece, grader.ref, {}, result["error"])
         cpu[role] = min(cpu.get(role, float("inf")), grader.last_cpu_s - grader.last_setup_cpu_s)
-        if role in ("student", "stranger"):
+        if role in checked:
+            model, expected = checked[role]
             outputs = result["rec"]["outputs"]
             if not isinstance(outputs, list) or len(outputs) != len(expected):
                 raise checks.CheckFailed("the grader got incomplete outputs from your code.")
@@ -66,11 +69,12 @@ def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
                 checks.compare_greedy(model, got, want, f"{policy.method}{drafted} on speed prompt {i}")
 
 
-def _cpu_expected(grader, piece: str):
-    if piece not in grader.expected_cpu:
+def _cpu_expected(grader, piece: str, role: str):
+    if (piece, role) not in grader.expected_cpu:
         fx = rubric.SPEED[piece].fixture
-        grader.expected_cpu[piece] = speed.expected_cpu_outputs(fx, grader.ref, grader.call_seed)
-    return grader.expected_cpu[piece]
+        seed = grader.call_seed_for(piece, role)
+        grader.expected_cpu[piece, role] = speed.expected_cpu_outputs(fx, grader.ref, seed)
+    return grader.expected_cpu[piece, role]
 
 
 def _per_call(cpu: dict, role: str, calls: int) -> float:

@@ -486,3 +486,121 @@ def test_readme_tables_are_the_rubric_and_the_registry():
         for name in readmes:
             text = (paths.ROOT / name).read_text()
             assert rubric.table_in(text, marker) == make(), f"{name}: run python -m autograder.rubric --write"
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 28: the machine's threads, each role's seed, the grader's own clean-up, odd text
+
+
+def test_the_uploads_threads_are_not_the_graders(tmp_path):
+    """The solution plus torch.set_num_threads(2) at import (a line a student adds "to use both
+    cores"): the worker pins one thread again after the import and before every probe, so the
+    upload's code runs on one (the check inside init_kv_cache raises otherwise)."""
+    text = variants.substitute(
+        variants.hostile("sets_two_threads", tmp_path, paths.ROOT),
+        (
+            "        w = self.c_attn.weight\n",
+            "        if torch.get_num_threads() != 1:\n"
+            "            raise RuntimeError(f'running on {torch.get_num_threads()} threads')\n"
+            "        w = self.c_attn.weight\n",
+        ),
+    )
+    results = grade_text(tmp_path, text, tests=public("buffers"))
+    assert results["score"] == 3, results["tests"][0]["output"]
+
+
+def test_timed_calls_run_on_the_graders_threads():
+    """Before every timed call too: a method that raises the count for the next call (what an
+    upload's generate_kv may do) never gets timed on more than one thread."""
+    import torch
+
+    from autograder import speed
+
+    seen = []
+
+    def greedy():
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(3)
+        return torch.zeros(1)
+
+    try:
+        speed._interleaved({"naive": greedy, "student": greedy}, repeats=2)
+    finally:
+        torch.set_num_threads(1)
+    assert seen == [1] * 6
+
+
+def test_each_timed_role_gets_its_own_seed(tmp_path, monkeypatch):
+    """The seed a timed worker receives is its role's own (a worker's answers are no use to a
+    later worker of another role), the same for repeats of a role, and the one the harness
+    computes that role's expected outputs from."""
+    sent = []
+
+    def run_worker(code, job, timeout, user, handshake=None):
+        sent.append(int(handshake))
+        raise OSError("stop here")
+
+    grader = harness.Grader(paths.STARTER_MODEL, tmp_path)
+    monkeypatch.setattr(sandbox, "run_worker", run_worker)
+    test = next(t for t in rubric.TESTS if t.kind == "speed" and t.piece == "spec_speed")
+    for role in ("naive", "student", "stranger", "student"):
+        with pytest.raises(harness.HarnessError):
+            grader._run_job_once(test, role, 30)
+    naive, student, stranger, again = sent
+    assert len({naive, student, stranger}) == 3 and again == student
+    asked = []
+    monkeypatch.setattr(verdicts.speed, "expected_cpu_outputs", lambda fx, ref, seed: asked.append(seed))
+    for role in ("student", "stranger"):
+        verdicts._cpu_expected(grader, test.piece, role)
+    assert asked == [student, stranger]
+
+
+def test_a_failed_clean_up_is_the_graders_error_and_stops_the_grading(tmp_path, monkeypatch):
+    """A job's folder that cannot be removed: that row and every later one say the autograder
+    could not run (never the student's failure), no further worker runs, and results.json
+    carries the flag that stops `make grade-all`."""
+
+    def cannot_remove(job):
+        raise sandbox.CleanupFailed(f"could not remove {str(job)!r}: a test's failure")
+
+    monkeypatch.setattr(sandbox, "remove_job_dir", cannot_remove)
+    results = grade_text(
+        tmp_path, variants.solution_text(), tests=[t for t in rubric.TESTS if t.piece == "buffers"]
+    )
+    assert results["score"] == 0
+    for row in results["tests"]:
+        assert row["output"].startswith("ERROR: the autograder could not run this test"), row["output"]
+    (flag,) = results["flags"]
+    assert flag.startswith(harness.CLEANUP_FLAG) and "a test's failure" in flag
+
+
+def test_hostile_text_reaches_results_and_log_escaped(tmp_path):
+    """An import error holding lone surrogates, terminal escapes, NUL and a megabyte of text:
+    the harness exits 0 and writes results.json; the message there and in its log encodes as
+    UTF-8, shows each control character as a visible escape and is cut short."""
+    root = tmp_path / "root"
+    (root / "submission").mkdir(parents=True)
+    (root / "results").mkdir()
+    text = variants.hostile("hostile_text_at_import", tmp_path, paths.ROOT)
+    (root / "submission" / "model.py").write_text(text)
+    env = dict(os.environ, AUTOGRADER_ROOT=str(root), AUTOGRADER_TESTS="buffers", PYTHONPATH=str(paths.ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "autograder.harness"],
+        cwd=paths.ROOT,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    log = done.stdout.decode("utf-8")  # strict: no surrogate reached the log
+    raw = (root / "results" / "results.json").read_text(encoding="utf-8")
+    results = json.loads(raw)
+    assert_valid(results)
+    (row,) = results["tests"]
+    assert "failed to import: RuntimeError" in row["output"], row["output"]
+    for shown in (row["output"], log):
+        assert "\x1b" not in shown and "\x00" not in shown and "\x07" not in shown
+        assert "\\x1b[2J" in shown
+        shown.encode("utf-8")
+    assert "\ufffd\ufffd \\x1b[2J" in row["output"]  # the two lone surrogates, replaced
+    assert len(row["output"]) < 2_000

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import grade_all, grade_all_inputs, grade_all_report, local, rubric, variants
+from autograder import grade_all, grade_all_inputs, grade_all_report, local, rubric, sandbox, variants
 from autograder.grade_all_inputs import InputError, find_submissions, parse_metadata
 from autograder.local import Graded
 from infkit import paths
@@ -428,3 +428,66 @@ def test_parallel_verdicts_match_one_at_a_time(tmp_path):
         public = [t for t in results["tests"] if t["visibility"] == "visible" and "(public)" in t["name"]]
         failed = {PIECE_OF[t["name"]] for t in public if t["status"] == "failed"}
         assert set(must_fail) <= failed, (name, failed)
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 28: one upload cannot touch another's grade; a failed clean-up stops the batch
+
+
+def test_a_deep_tree_and_hostile_text_then_the_solution_in_one_batch(tmp_path):
+    """A 1,500-level tree (odd names, a locked folder, links out) in the job's folder and the
+    shared folders, then an import error of lone surrogates and terminal escapes, then the
+    solution, in one `make grade-all`, one at a time on the same worker account: 0, 0 and
+    full marks of the tests run, all "graded", nothing left behind, and a report.html that
+    shows the odd text escaped."""
+    token = "ag" + tmp_path.name[-10:]
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "a_deep_tree.py").write_text(variants.hostile("deep_tree", tmp_path, paths.ROOT, token=token))
+    (folder / "b_odd_text.py").write_text(variants.hostile("hostile_text_at_import", tmp_path, paths.ROOT))
+    (folder / "c_solution.py").write_text(variants.solution_text())
+    out = tmp_path / "grades"
+    args = [str(folder), "--out", str(out), "--jobs", "1", "--no-progress", "--tests", "buffers,prefill"]
+    assert grade_all.main(args) == 0
+    rows = read_csv(out / "grades.csv")
+    assert {sid: (row["total"], row["status"]) for sid, row in rows.items()} == {
+        "a_deep_tree": ("0", "graded"),
+        "b_odd_text": ("0", "graded"),
+        "c_solution": ("7", "graded"),
+    }
+    assert not [p for p in ("/tmp", "/var/tmp", "/dev/shm") if (Path(p) / f"deep-{token}").exists()]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "b_odd_text" in page and "\\x1b[" in page and "\x1b" not in page  # numbers show as #
+
+
+def test_a_failed_clean_up_stops_the_batch_for_staff(tmp_path, monkeypatch, capsys):
+    """The grading whose clean-up failed is the last one on this machine: the batch stops with
+    an error for staff (exit 1), the report says so, and the next run grades that submission
+    again and the rest."""
+    folder_of(tmp_path, 3)
+    graded = []
+
+    def dirty_s0(path, **kwargs):
+        graded.append(path.name)
+        if path.name == "s0":
+            results = fake_results(0.0)
+            results["flags"] = ["cleanup failed: could not remove '/tmp/x': a test's failure"]
+            return Graded(results, sandbox.CLEANUP_FAILED_EXIT, 1.0)
+        return Graded(fake_results(1.0), 0, 1.0)
+
+    monkeypatch.setattr(local, "grade_in_root", dirty_s0)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "class"), "--out", str(out), "--jobs", "1", "--no-progress"]
+    assert grade_all.main(args) == 1
+    assert graded == ["s0"]
+    err = capsys.readouterr().err
+    assert "grade-all: ERROR: grading s0 left files the grader could not remove" in err
+    assert "STOPPED: grading s0" in (out / "report.html").read_text()
+
+    monkeypatch.setattr(
+        local,
+        "grade_in_root",
+        lambda path, **kwargs: graded.append(path.name) or Graded(fake_results(1.0), 0, 1.0),
+    )
+    assert grade_all.main(args) == 0
+    assert graded == ["s0", "s0", "s1", "s2"]

@@ -394,3 +394,184 @@ def test_shared_memory_of_the_worker_account_is_removed():
     assert confine.remove_ipc_of(uid) >= 1
     listed = Path("/proc/sysvipc/shm").read_text().split("\n")[1:]
     assert not [row for row in listed if row.split()[1:2] == [str(shmid)]]
+
+
+# ---------------------------------------------------------------------------------------
+# No channel between jobs, the staff tree out of reach, clean-up of any tree (issue 28)
+
+
+@pytest.mark.skipif(not confine.probe()["seccomp"], reason="this kernel refuses seccomp filters")
+def test_filter_denies_the_keyring_and_other_processes_memory():
+    """The kernel keyring outlives the job (the clean-up cannot see it): add_key, request_key
+    and keyctl fail under the filter, as do ptrace and process_vm_readv on the parent; the
+    same calls succeed without it, so the test sees the filter, not the kernel's defaults."""
+    code = (
+        "import ctypes, os, platform, sys\n"
+        "from autograder.confine import DENIED_SYSCALLS\n"
+        "if sys.argv[1] == 'filtered':\n"
+        "    from autograder.confine import install_socket_filter\n"
+        "    assert install_socket_filter()\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "nr = DENIED_SYSCALLS[platform.machine()]\n"
+        "calls = {\n"
+        "    'add_key': (nr['add_key'], b'user', b'ag-answers', b'x', 1, -4),\n"
+        "    'request_key': (nr['request_key'], b'user', b'ag-answers', None, 0),\n"
+        "    'keyctl': (nr['keyctl'], 0, -4, 0),\n"  # KEYCTL_GET_KEYRING_ID of the user keyring
+        "    'ptrace': (nr['ptrace'], 0x4206, os.getppid(), 0, 0),\n"  # PTRACE_SEIZE
+        "}\n"
+        "for name, args in calls.items():\n"
+        "    r = libc.syscall(*args)\n"
+        "    print(name, 'EPERM' if r == -1 and ctypes.get_errno() == 1 else 'ok')\n"
+    )
+    run = lambda how: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code, how], cwd=paths.ROOT, capture_output=True, text=True, timeout=60
+    )
+    filtered, plain = run("filtered"), run("plain")
+    assert filtered.returncode == 0 and plain.returncode == 0, filtered.stderr + plain.stderr
+    assert filtered.stdout.split() == [
+        "add_key",
+        "EPERM",
+        "request_key",
+        "EPERM",
+        "keyctl",
+        "EPERM",
+        "ptrace",
+        "EPERM",
+    ]
+    plain_results = dict(zip(plain.stdout.split()[::2], plain.stdout.split()[1::2]))
+    assert plain_results["add_key"] == plain_results["keyctl"] == "ok", plain.stdout
+
+
+CHANNEL_WORKER = """
+import ctypes, json, os, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+PLACES = {places}
+KEY = {key}
+seen = {{
+    "files": [p for p in PLACES if os.path.exists(p)],
+    "shm": libc.shmget(KEY, 0, 0) >= 0,
+    "msg": libc.msgget(KEY, 0) >= 0,
+}}
+for p in PLACES:
+    try:
+        with open(p, "w") as f:
+            f.write("answers for the next job")
+    except OSError:
+        pass
+libc.shmget(KEY, 4096, 0o1600)  # IPC_CREAT | 0600
+libc.msgget(KEY, 0o1600)
+with open(os.path.join(sys.argv[1], "seen.json"), "w") as f:
+    json.dump(seen, f)
+"""
+
+
+@needs_root
+def test_a_job_finds_nothing_an_earlier_job_left(tmp_path):
+    """Files in every shared writable folder, also in a world-writable folder inside one (as
+    /tmp/.X11-unix is), System V shared memory and message queues: the first job leaves each,
+    the second finds none, and none is left on the machine afterwards."""
+    token = new_token()
+    nested = Path("/tmp") / f"{token}-shared"
+    nested.mkdir(mode=0o1777)
+    nested.chmod(0o1777)
+    places = [f"{d}/{token}" for d in confine.SHARED_WRITABLE if os.path.isdir(d)] + [f"{nested}/{token}"]
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chmod(tmp_path, 0o755)
+    work.chmod(0o711)
+    code = sandbox.prepare_code_dir(work)
+    (code / "worker.py").write_text(CHANNEL_WORKER.format(places=places, key=0x5EED0000 + os.getpid() % 4096))
+    user = sandbox.worker_user()
+    try:
+        seen = []
+        for _ in range(2):
+            job = sandbox.new_job_dir(work, user)
+            result = sandbox.run_worker(code, job, 60, user)
+            assert result.returncode == 0, result.log_tail
+            seen.append(json.loads((job / "seen.json").read_text()))
+            sandbox.remove_job_dir(job)
+        assert seen == [{"files": [], "shm": False, "msg": False}] * 2
+        assert not [p for p in places if os.path.lexists(p)]
+    finally:
+        for p in places:
+            if os.path.lexists(p):
+                os.unlink(p)
+        nested.rmdir()
+
+
+@needs_root
+@pytest.mark.skipif(not confine.probe()["mounts"], reason="this kernel refuses mount namespaces")
+def test_the_walk_up_upload_finds_no_solution(tmp_path):
+    """Issue 28, item 4: an upload that walks up from the worker's Python, code and job (and one
+    level down from every folder on the way) and execs the first solution/model.py it finds.
+    The worker's view covers the kit's top-level folder: it finds none and grades as the
+    starter it is (the static screen, which would refuse it, is off here)."""
+    results = grade_file(tmp_path, hostile("walks_up_to_solution"), "buffers")
+    (row,) = results["tests"]
+    assert row["score"] == 0 and "not implemented yet" in row["output"], row["output"]
+
+
+@needs_root
+@pytest.mark.skipif(not confine.probe()["mounts"], reason="this kernel refuses mount namespaces")
+def test_the_workers_view_shows_its_python_and_job_only(tmp_path):
+    view = sandbox.worker_view(tmp_path / "code", tmp_path / "job")
+    top = "/" + str(paths.ROOT.resolve()).strip("/").split("/")[0]
+    assert top in view.covers or str(paths.ROOT.resolve()) in view.covers
+    assert not [k for k in view.keeps if str(paths.ROOT.resolve()).startswith(k)]  # none shows the kit
+    assert "/tmp" in view.shared
+
+
+def deep_tree(top: Path, depth: int = 1500, outside: Path | None = None) -> None:
+    """What the deep_tree upload builds: `depth` levels, names that are not UTF-8, folders
+    without permissions, links to `outside`."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for i in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+        if i % 500 == 0:
+            with open(os.open(b"odd\nname\xff", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w") as f:
+                f.write("x")
+            if outside is not None:
+                os.symlink(outside, b"link-out", dir_fd=fd)
+                os.symlink(outside.parent, b"dir-link-out", dir_fd=fd)
+            os.mkdir(b"locked", dir_fd=fd)
+            os.close(os.open(b"locked/inside", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+            os.chmod(b"locked", 0, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.close(fd)
+
+
+def test_remove_tree_survives_what_shutil_rmtree_does_not(tmp_path):
+    outside = tmp_path / "keep" / "grader.txt"
+    outside.parent.mkdir()
+    outside.write_text("the grader's")
+    deep_tree(tmp_path / "a", outside=outside)
+    with pytest.raises(RecursionError):  # what the harness used, and the failure it had
+        import shutil
+
+        shutil.rmtree(tmp_path / "a")
+    deep_tree(tmp_path / "b", outside=outside)
+    confine.remove_tree(tmp_path / "b")
+    confine.remove_tree(tmp_path / "a")  # and what rmtree left half-removed
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert outside.read_text() == "the grader's"  # links were removed, never followed
+    confine.remove_tree(tmp_path / "never-existed")  # nothing to do is not an error
+
+
+@needs_root
+def test_the_sweep_removes_a_deep_tree_of_the_worker_account():
+    """Where the kernel refuses the worker its own /tmp, the sweep after each job removes what
+    the account left there, a 1,500-level tree included (it once raised RecursionError)."""
+    uid, gid = sandbox.worker_user()
+    top = Path("/tmp") / new_token()
+    deep_tree(top)
+    os.chown(top, uid, gid)
+    try:
+        assert str(top) in confine.remove_files_of(uid)
+        assert not top.exists()
+    finally:
+        if top.exists():
+            confine.remove_tree(top)
