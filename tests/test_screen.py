@@ -151,3 +151,44 @@ def test_staff_can_grade_without_the_screen(tmp_path, monkeypatch):
     assert screen.screen_upload(path).construct == "import gc"
     monkeypatch.setenv(screen.SCREEN_ENV, "off")
     assert screen.screen_upload(path) is None
+
+
+# issue 28's uploads (variants.HOSTILE_POINTS): those the screen refuses, and those it lets
+# through to the sandbox (there they earn what the code itself deserves)
+REFUSED_UPLOADS = (
+    "forges_probes",
+    "forges_probes_via_sys_modules",
+    "keyring_channel",
+    "walks_up_to_solution",
+)
+
+
+def test_the_screen_refuses_exactly_the_uploads_that_reach_into_the_grader(tmp_path):
+    refused = {
+        name
+        for name in variants.HOSTILE_POINTS
+        if screen.screen(variants.hostile(name, tmp_path, paths.ROOT))
+    }
+    assert refused == set(REFUSED_UPLOADS)
+
+
+@pytest.mark.parametrize("name", REFUSED_UPLOADS)
+def test_a_refused_upload_of_issue_28_gets_its_points(tmp_path, name):
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    (sub / "model.py").write_text(variants.hostile(name, tmp_path, paths.ROOT))
+    results = harness.grade(sub)
+    assert_valid(results)
+    assert results["score"] == variants.HOSTILE_POINTS[name] and results["flags"][0].startswith("refused: ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(variants.HOSTILE_POINTS) - set(REFUSED_UPLOADS)))
+def test_an_admitted_upload_of_issue_28_gets_its_points_in_a_full_grading(tmp_path, name):
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    (sub / "model.py").write_text(variants.hostile(name, tmp_path, paths.ROOT))
+    results = harness.grade(sub)
+    assert_valid(results)
+    lost = [(r["name"], r["output"][:300]) for r in results["tests"] if r["score"] < r["max_score"]]
+    assert results["score"] == variants.HOSTILE_POINTS[name], lost
