@@ -12,15 +12,16 @@ What is refused, and why (each rule is one entry of the tables below):
 - importing the grader's modules (infkit, autograder, worker, speed, the reference, the
   solution...) or the interpreter's back doors (gc, ctypes, importlib, builtins, inspect,
   pickle and marshal, runpy...): they lead to the grader's objects in the worker, or to
-  code the screen cannot read;
+  code the screen cannot read; also when they are reached as another module's attribute
+  (`torch.sys`, `torch.serialization.pickle`);
 - the same reached without an import statement: `__import__`, `sys.modules` (an attribute
   read, not a call: `nn.Module.modules()` is a call and stays allowed), modules re-exported
   as attributes (`torch.sys`), frame and code objects (`sys._getframe`, `f_back`,
-  `__globals__`, `__code__`, tracing hooks), the class-hierarchy walk (`__subclasses__`,
-  `__mro__`), `globals()`;
+  `__globals__`, `__code__`, `types.CodeType`, tracing hooks), the class-hierarchy walk
+  (`__subclasses__`, `__mro__`), `globals()`, and any of these names spelt as a string;
 - `exec`, `eval` and `compile` of anything but a string literal (a literal is screened as
-  code), and `getattr`/`setattr`/`delattr`/`hasattr` of a name built at run time (they would
-  spell any refused name past this reading);
+  code), and `getattr`/`setattr`/`delattr`/`hasattr`/`attrgetter`/`methodcaller` of a name
+  built at run time (they would spell any refused name past this reading);
 - unpickling (`weights_only=False`, `allow_pickle=True`): it imports and calls whatever the
   bytes name; native code (`ctypes`, `cffi`, torch's `load_inline`, `load_library`);
 - listing folders (`os.walk`, `listdir`, `scandir`, `glob`, `iterdir`): model.py has no files
@@ -115,6 +116,9 @@ REFUSED_ATTRIBUTES = {
             "monitoring",
             "__code__",
             "__traceback__",
+            "CodeType",
+            "FunctionType",
+            "FrameType",
         ),
         _FRAMES,
     ),
@@ -153,9 +157,18 @@ REFUSED_ATTRIBUTES = {
         ),
         _INTERPRETER,
     ),
+    **dict.fromkeys(
+        ("pickle", "_pickle", "cPickle", "dill", "marshal", "copyreg"),
+        "unpickling imports and calls whatever the data names",
+    ),
     **dict.fromkeys(("walk", "fwalk", "scandir", "listdir", "iterdir", "glob", "rglob"), _LISTING),
     **dict.fromkeys(("load_inline", "cpp_extension", "load_library", "PackageImporter"), _NATIVE),
 }
+# A string constant spelling one of these is refused too (getattr's name, a subscript, an
+# attrgetter): they are names of the interpreter's internals, not words a message would hold.
+REFUSED_STRINGS = {name for name, why in REFUSED_ATTRIBUTES.items() if why in (_FRAMES, _CLASSES)}
+# Built-ins that fetch attributes by a string: the string must be a literal, and is checked.
+ATTRIBUTE_GETTERS = ("attrgetter", "methodcaller")
 # `sys.modules` is a table, `nn.Module.modules()` a method: refused unless it is called.
 UNCALLED_ATTRIBUTES = {"modules": "sys.modules holds the grader's loaded modules"}
 # `x.__dict__` is refused except on self (a class's own attributes)
@@ -278,18 +291,33 @@ def _check(node, called: set, depth: int) -> Refusal | None:
             node
         ) not in called:
             return Refusal(line, f"{node.id} used as a value", _BUILT)
-    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        return _call(node, node.func.id, line, depth)
     elif isinstance(node, ast.Call):
         for kw in node.keywords:
             value = kw.value.value if isinstance(kw.value, ast.Constant) else None
             if (kw.arg, value) in UNPICKLING_KEYWORDS and type(value) is bool:
                 return Refusal(line, f"{kw.arg}={value}", REFUSED_MODULES["pickle"])
+        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+        if name in ATTRIBUTE_GETTERS:
+            return _getter(node, name, line)
+        if isinstance(node.func, ast.Name):
+            return _call(node, node.func.id, line, depth)
     elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-        # a subscript or getattr spelling a refused dunder: globals()["__builtins__"], ...
-        name = node.value
-        if name.startswith("__") and name.endswith("__") and name in REFUSED_ATTRIBUTES:
-            return Refusal(line, repr(name), REFUSED_ATTRIBUTES[name])
+        # a subscript or getattr spelling a refused name: globals()["__builtins__"], ...
+        if node.value in REFUSED_STRINGS:
+            return Refusal(line, repr(node.value), REFUSED_ATTRIBUTES[node.value])
+    return None
+
+
+def _getter(node: ast.Call, name: str, line: int) -> Refusal | None:
+    """operator.attrgetter("a.b"), methodcaller("name"): literal names only, each part checked."""
+    args = node.args if name == "attrgetter" else node.args[:1]
+    for arg in args:
+        if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+            return Refusal(line, f"{name}() of a name built at run time", _BUILT)
+        for part in arg.value.split("."):
+            refusal = _attribute(part, line, called_here=name == "methodcaller", on_self=False)
+            if refusal is not None:
+                return refusal
     return None
 
 

@@ -76,6 +76,15 @@ REFUSED = [
     ("import sys\nsys.settrace(None)", ".settrace"),
     ("try:\n    1 / 0\nexcept Exception as e:\n    f = e.__traceback__.tb_frame", ".__traceback__"),
     ("v = vars()", "vars() of anything but self"),
+    ("from torch import load\nstate = load('w.pt', weights_only=False)", "weights_only=False"),
+    ("import torch\nloads = torch.serialization.pickle.loads", ".pickle"),
+    ("import types\nc = types.CodeType", ".CodeType"),
+    ("import operator\nget = operator.attrgetter('f_back')", "f_back"),
+    ("import operator\nget = operator.attrgetter('sys.modules')", ".sys"),
+    (
+        "import operator\nname = 'x'\nget = operator.attrgetter(name)",
+        "attrgetter() of a name built at run time",
+    ),
 ]
 
 
