@@ -151,7 +151,10 @@ SYSTEM_TOPS = frozenset(
     ("/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc", "/sys")
     + ("/dev", "/run", "/var", "/boot", "/snap", "/srv", "/mnt", "/media")
 )
-PRIVATE_TMP_MB = 128  # each shared writable folder, fresh and empty for every worker
+# Each shared writable folder, fresh and empty for every worker. A tmpfs is memory that the
+# worker's address-space limit does not count, so small: the worker writes its files in its
+# job folder (TMPDIR), and four of these cost at most 64 MB on Gradescope's 1.5 GB tier.
+PRIVATE_TMP_MB = 16
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,10 @@ def run_worker(
         "INFKIT_CACHE": str(job_dir / "cache"),
     }
     cmd = [worker_python(), "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
-    view = worker_view(code_dir, job_dir) if user else None
+    try:
+        view = worker_view(code_dir, job_dir) if user else None
+    except (OSError, subprocess.SubprocessError, ValueError) as e:  # the grader's, not the student's
+        raise OSError(f"could not ask the worker's Python for its folders: {e}") from e
     confine.become_subreaper()  # what the worker detaches comes back to us: see end_job
     ours = confine.our_processes()  # the caller's own children (a load generator, say) are spared
     timed_out = False

@@ -437,15 +437,16 @@ def test_parallel_verdicts_match_one_at_a_time(tmp_path):
 def test_a_deep_tree_and_hostile_text_then_the_solution_in_one_batch(tmp_path):
     """A 1,500-level tree (odd names, a locked folder, links out) in the job's folder and the
     shared folders, then an import error of lone surrogates and terminal escapes, then the
-    solution, in one `make grade-all`, one at a time on the same worker account: 0, 0 and
-    full marks of the tests run, all "graded", nothing left behind, and a report.html that
-    shows the odd text escaped."""
+    solution, then a forged-probe upload, in one `make grade-all`, one at a time on the same
+    worker account: 0, 0, full marks of the tests run and 0, all "graded", the forgery flagged,
+    nothing left behind, and a report.html that shows the odd text escaped."""
     token = "ag" + tmp_path.name[-10:]
     folder = tmp_path / "class"
     folder.mkdir()
     (folder / "a_deep_tree.py").write_text(variants.hostile("deep_tree", tmp_path, paths.ROOT, token=token))
     (folder / "b_odd_text.py").write_text(variants.hostile("hostile_text_at_import", tmp_path, paths.ROOT))
     (folder / "c_solution.py").write_text(variants.solution_text())
+    (folder / "d_forged.py").write_text(variants.hostile("forges_probes", tmp_path, paths.ROOT))
     out = tmp_path / "grades"
     args = [str(folder), "--out", str(out), "--jobs", "1", "--no-progress", "--tests", "buffers,prefill"]
     assert grade_all.main(args) == 0
@@ -454,7 +455,10 @@ def test_a_deep_tree_and_hostile_text_then_the_solution_in_one_batch(tmp_path):
         "a_deep_tree": ("0", "graded"),
         "b_odd_text": ("0", "graded"),
         "c_solution": ("7", "graded"),
+        "d_forged": ("0", "graded"),
     }
+    assert rows["d_forged"]["problems"].startswith("refused: model.py line ")  # for staff review
+    assert rows["a_deep_tree"]["problems"] == rows["c_solution"]["problems"] == ""
     assert not [p for p in ("/tmp", "/var/tmp", "/dev/shm") if (Path(p) / f"deep-{token}").exists()]
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "b_odd_text" in page and "\\x1b[" in page and "\x1b" not in page  # numbers show as #
