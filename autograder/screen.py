@@ -287,9 +287,8 @@ def _check(node, called: set, depth: int) -> Refusal | None:
     elif isinstance(node, ast.Name):
         if node.id in REFUSED_NAMES:
             return Refusal(line, node.id, REFUSED_NAMES[node.id])
-        if (node.id in CODE_BUILTINS or node.id in ATTRIBUTE_BUILTINS or node.id == "vars") and id(
-            node
-        ) not in called:
+        only_called = node.id in CODE_BUILTINS or node.id in ATTRIBUTE_BUILTINS or node.id == "vars"
+        if only_called and id(node) not in called:  # f = getattr; f(x, name) would pass unread
             return Refusal(line, f"{node.id} used as a value", _BUILT)
     elif isinstance(node, ast.Call):
         for kw in node.keywords:
