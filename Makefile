@@ -85,8 +85,8 @@ autograder: venv check-starter  ## build build/autograder.zip (upload it to Grad
 grade-under-load: venv  ## grade the solution RUNS times beside HOGS busy processes [QUOTA=0.5 of a core] (load never costs points)
 	$(PY) -m autograder.under_load --runs $(or $(RUNS),10) --hogs $(or $(HOGS),2) $(if $(QUOTA),--cpu-quota $(QUOTA))
 
-grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...]
-	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS)
+grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...] [ROW="KV 5/5"]
+	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS) $(if $(ROW),--row "$(ROW)")
 
 # A whole class through the same flow: grades.csv, results/, report.html (autograder/grade_all.py).
 .PHONY: grade-all

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import grade_all_diff, grade_all_report, local
+from . import grade_all_diff, grade_all_report, local, rows
 from .grade_all_inputs import InputError, Submission, find_submissions
 
 # One grading keeps one core busy: the harness waits while its single-threaded worker runs. Its
@@ -96,17 +96,9 @@ def fallback_results(why: str) -> dict:
         "score": 0.0,
         "execution_time": 0,
         "output": why,
-        "tests": [
-            {
-                "name": "Autograder error",
-                "score": 0.0,
-                "max_score": 0.0,
-                "status": "failed",
-                "output": why,
-                "visibility": "visible",
-            }
-        ],
+        "tests": [rows.error_row(why)],
         "leaderboard": [],
+        "extra_data": {"flags": ["autograder_error"]},
     }
 
 

@@ -64,8 +64,9 @@ def main(job_dir: Path) -> None:
         return
     if job["kind"] == "check":
         for seed in job["seeds"]:
-            rec, err = checks.probe(job["piece"], module, shape=job["shape"], seed=seed)
-            out["results"].append({"rec": rec, "error": None if err is None else checks.describe_error(err)})
+            rec, errors = checks.probe(job["piece"], module, shape=job["shape"], seed=seed)
+            described = {behaviour: checks.describe_error(e) for behaviour, e in errors.items()}
+            out["results"].append({"rec": rec, "errors": described})
     elif job["kind"] == "sampling":
         from infkit import sampling_check
 
