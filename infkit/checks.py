@@ -111,6 +111,27 @@ def _model(module, shape, seed):
     return fixtures.make_model(module, shape, seed=seed)
 
 
+# The reference's models and outputs, shared by the judges of one judge() call (several
+# behaviours compare with the same naive generate()); judge() empties it when it starts.
+_REFERENCE = {}
+
+
+def _once(key, compute):
+    if key not in _REFERENCE:
+        _REFERENCE[key] = compute()
+    return _REFERENCE[key]
+
+
+def _ref_model(ref, shape, seed):
+    return _once(("model", id(ref), repr(shape), seed), lambda: _model(ref, shape, seed))
+
+
+def _ref_generate(model, idx, new):
+    """The reference's greedy tokens for idx (naive generate), once per judge() call."""
+    key = ("generate", id(model), tuple(idx.shape), hash(tuple(idx.flatten().tolist())), new)
+    return _once(key, lambda: model.generate(idx, new, top_k=1))
+
+
 def _head_dim(model):
     return model.config.n_embd // model.config.n_head
 
@@ -427,7 +448,9 @@ def _judge_prefill_output(ref, rec, shape, seed) -> str:
     if "logits" not in rec:
         return ""
     idx = _prefill_prompt(shape, seed)
-    _, expected = _capture_kv(_model(ref, shape, seed), idx)
+    _, expected = _once(
+        ("kv", id(ref), repr(shape), seed), lambda: _capture_kv(_ref_model(ref, shape, seed), idx)
+    )
     if not _close(rec["logits"], expected):
         _fail(f"filling the cache changed forward()'s output ({_diff(rec['logits'], expected)}).")
     return f"forward() with enable_kv gave the same logits for a {idx.size(0)}x{idx.size(1)} prompt"
@@ -435,7 +458,9 @@ def _judge_prefill_output(ref, rec, shape, seed) -> str:
 
 def _judge_prefill_kv(ref, rec, shape, seed) -> str:
     idx = _prefill_prompt(shape, seed)
-    expected, _ = _capture_kv(_model(ref, shape, seed), idx)
+    expected, _ = _once(
+        ("kv", id(ref), repr(shape), seed), lambda: _capture_kv(_ref_model(ref, shape, seed), idx)
+    )
     if "v" not in rec or not len(rec["k"]) == len(rec["v"]) == len(expected):
         return ""
     for i, (k, v) in enumerate(expected):
@@ -505,6 +530,10 @@ def probe_attn_decode(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
 
 
 def _attn_expected(ref, shape, seed):
+    return _once(("attn", id(ref), repr(shape), seed), lambda: _attn_expected_now(ref, shape, seed))
+
+
+def _attn_expected_now(ref, shape, seed):
     model = _model(ref, shape, seed)
     x, chunks = _attn_input(shape, seed)
     with torch.no_grad():
@@ -955,7 +984,7 @@ def _compare_fast_path(model, got, debug, expected, what: str) -> str:
 
 def _judge_kv_outputs(ref, rec, shape, seed, behaviour: str) -> str:
     """The runs of `behaviour`'s cases against the naive generate() of the given code."""
-    model = _model(ref, shape, seed)
+    model = _ref_model(ref, shape, seed)
     cases, _, (b, new_b) = _kv_prompts(shape, seed)
     mine = [i for i, name in enumerate(KV_CASE_BEHAVIOUR) if name == behaviour]
     if behaviour == "fresh_cache":
@@ -971,7 +1000,7 @@ def _judge_kv_outputs(ref, rec, shape, seed, behaviour: str) -> str:
         what = f"generate_kv(batch {B}, prompt {T}, {new} new)"
         if behaviour == "fresh_cache":
             what = f"a second generate_kv call ({what}, after a longer first one; reset the cache)"
-        expected = model.generate(idx, new, top_k=1)
+        expected = _ref_generate(model, idx, new)
         if behaviour == "fast_path":
             notes.append(_compare_fast_path(model, run["out"], rec.get("debug_out"), expected, what))
         else:
@@ -1083,7 +1112,9 @@ def probe_speculative(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
 
 
 def _judge_spec_outputs(ref, rec, shape, seed, behaviour: str) -> str:
-    _, target = fixtures.make_pair(ref, _pair_spec(shape), seed=seed)
+    _, target = _once(
+        ("pair", id(ref), repr(shape), seed), lambda: fixtures.make_pair(ref, _pair_spec(shape), seed=seed)
+    )
     prompts, cases = _spec_prompts(shape, seed), _spec_cases(shape)
     if behaviour == "fast_path":
         mine = [(DRAFTS[0], FAST_SPEC_CASE)]
@@ -1094,7 +1125,7 @@ def _judge_spec_outputs(ref, rec, shape, seed, behaviour: str) -> str:
     for run in runs:
         i = run["case"]
         got, prompt_len, (_, new, k) = run["out"], prompts[i].size(1), cases[i]
-        expected = target.generate(prompts[i], new, top_k=1)
+        expected = _ref_generate(target, prompts[i], new)
         what = (
             f"generate_speculative with {run['draft']} (prompt {prompt_len}, {new} new, num_speculative={k})"
         )
@@ -1258,6 +1289,7 @@ def judge(piece, ref, rec, errors=None, shape=PUBLIC_SHAPE, seed=0) -> dict:
     """Judge a probe's record, behaviour by behaviour: {behaviour: Outcome}. `errors` maps a
     behaviour to what the student's code raised there: an exception, or describe_error's dict."""
     errors = {b: describe_error(e) if isinstance(e, BaseException) else e for b, e in (errors or {}).items()}
+    _REFERENCE.clear()
     return {
         b: _judge_one(piece, b, ref, rec.get(b, {}), errors.get(b), shape, seed) for b in BEHAVIOURS[piece]
     }
