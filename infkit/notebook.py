@@ -78,8 +78,8 @@ def detect() -> Env:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         # This kernel's own work on a CPU (checks, demo, the sampling check's 2,000 runs) is on tiny
-        # models: one thread, as WORKLOADS["cpu"] gives the benchmark. With two threads on two
-        # busy cores the sampling check took 112 ms a run instead of 17 (timed while other jobs ran).
+        # models: one thread, as WORKLOADS["cpu"] gives the benchmark. A tiny matmul split over
+        # threads waits for every one of them, so on busy cores two threads are several times slower.
         torch.set_num_threads(1)
     # Only a GPU run wants the real weights, so only then is the network worth probing: with the
     # benchmark's own check, which INFKIT_OFFLINE and HF_HUB_OFFLINE turn off.

@@ -342,3 +342,20 @@ def test_environment_variables_table_is_the_codes():
     listed = set(pattern.findall(table))
     assert used <= listed, sorted(used - listed)
     assert listed <= used, sorted(listed - used)
+
+
+def _parameters(shape: dict, layers: int) -> int:
+    """GPT-2's parameter count (tied head counted once, biases included) of `layers` blocks."""
+    d = shape["n_embd"]
+    block = 12 * d * d + 13 * d  # two layer norms, c_attn, attn.c_proj, c_fc, mlp.c_proj
+    return shape["vocab_size"] * d + shape["block_size"] * d + layers * block + 2 * d
+
+
+def test_the_bench_pair_sizes_the_docs_quote():
+    """docs/performance.md's parameter counts of the offline pair, from fixtures.SHAPES."""
+    shape, spec = fixtures.SHAPES["bench"], fixtures.PAIRS["bench"]
+    target = _parameters(shape, shape["n_layer"]) / 1e6
+    draft = _parameters(shape, spec.draft_layers) / 1e6
+    for name in ("docs/performance.md", "docs/fixtures.md"):
+        text = (ROOT / name).read_text()
+        assert f"{target:.0f}M" in text and f"{draft:.1f}M" in text, (name, target, draft)
