@@ -359,3 +359,29 @@ def test_the_bench_pair_sizes_the_docs_quote():
     for name in ("docs/performance.md", "docs/fixtures.md"):
         text = (ROOT / name).read_text()
         assert f"{target:.0f}M" in text and f"{draft:.1f}M" in text, (name, target, draft)
+
+
+def _make_marks(target: str) -> str:
+    """The -m expression a Makefile target's pytest line passes."""
+    lines = (ROOT / "Makefile").read_text().split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+    return re.search(r'pytest -q -m "([^"]+)"', lines).group(1)
+
+
+def test_ci_runs_every_test_the_default_selects():
+    """`make test` and `make test-grading` split the tests pytest selects by default (pyproject's
+    addopts) between them, none left out and none twice, and .ci/run runs both."""
+    default = re.search(r"-m '([^']+)'", _pyproject()["tool"]["pytest"]["ini_options"]["addopts"]).group(1)
+    fast, grading = _make_marks("test"), _make_marks("test-grading")
+    markers = {m.split(":")[0] for m in _pyproject()["tool"]["pytest"]["ini_options"]["markers"]}
+    assert markers == {"slow", "grading"}, markers
+
+    def selects(expression, marks):
+        return eval(expression, {}, {m: m in marks for m in markers})
+
+    for marks in ({"slow"}, {"grading"}, {"slow", "grading"}, set()):
+        if selects(default, marks):
+            assert selects(fast, marks) != selects(grading, marks), (marks, fast, grading)
+        else:
+            assert not selects(fast, marks) and not selects(grading, marks), marks
+    ci = [line.split("#")[0].split() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert ["make", "test"] in ci and ["make", "test-grading"] in ci
