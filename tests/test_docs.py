@@ -385,3 +385,13 @@ def test_ci_runs_every_test_the_default_selects():
             assert not selects(fast, marks) and not selects(grading, marks), marks
     ci = [line.split("#")[0].split() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert ["make", "test"] in ci and ["make", "test-grading"] in ci
+
+
+def test_grading_limits_as_the_docs_quote_them():
+    """docs/grading-all.md's time limits and budget are the rubric's."""
+    from autograder import rubric
+
+    text = " ".join((ROOT / "docs" / "grading-all.md").read_text().split())
+    sentence = text[text.index("Every test has a wall-clock limit") :].split(" budget")[0]
+    quoted = {float(x) for x in re.findall(r"(\d+) s\b", sentence)}
+    assert quoted == {t.timeout_s for t in rubric.TESTS} | {rubric.BUDGET_S}, (quoted, sentence)
