@@ -88,6 +88,7 @@ def graded_export(tmp_path_factory):
     return tmp, out
 
 
+@pytest.mark.grading
 def test_grade_sheet_from_an_export(graded_export):
     _, out = graded_export
     rows = read_csv(out / "grades.csv")
@@ -117,6 +118,7 @@ def test_grade_sheet_from_an_export(graded_export):
     assert "named exactly model.py" in misnamed["output"] and "(it holds: Model.py)" in misnamed["output"]
 
 
+@pytest.mark.grading
 def test_report_names_failures_limits_and_input_problems(graded_export):
     _, out = graded_export
     page = (out / "report.html").read_text()
@@ -144,6 +146,7 @@ def test_report_names_failures_limits_and_input_problems(graded_export):
     assert figures and all(values == [0.0] * 5 for values in figures.values())
 
 
+@pytest.mark.grading
 def test_resume_keeps_results_and_regrade_diff(graded_export, monkeypatch, capsys):
     tmp, out = graded_export
     # last term's grading: Bob had the prefill points, Alice had lost them
