@@ -1,11 +1,14 @@
-"""Every grading decision in one place: the tests and their points, the speed thresholds and
-the gates they feed, retries, the time budget, and which pieces depend on which.
+"""The grading policy in one place: the rows and their points (one per behaviour of each piece,
+public and hidden), the hidden fixtures, the speed policies (fixtures, thresholds,
+confirmations, gated rows), retries, the time budget, and which pieces depend on which. The
+rules that apply it are code: harness.py (skips, "NOT MEASURED"), verdicts.py (confirmations,
+gates), infkit/checks.py (behaviours, cases, tolerances).
 
 Implementation part: 50 points. KV cache 30 (buffers 4, prefill 6, attn_decode 8,
 gpt_decode 4, generate_kv 8 of which 2 for speed), speculative decoding 20 (16 correctness,
-4 speed). Each correctness piece is split into a public test (the seed and shape students
-run themselves in tests_public/) and a hidden one (other seeds and shapes, shown after the
-due date), so partial work earns partial credit and hard-coding the public case does not pay.
+4 speed). Every behaviour has a public row (the seed and shape students run themselves in
+tests_public/) and a hidden one (other seeds and shapes, shown after the due date), so a
+mistake costs the rows of the behaviour it breaks and hard-coding the public case does not pay.
 """
 
 import os
@@ -167,9 +170,8 @@ class SpeedPolicy:
 
 
 SPEED = {
-    # generate_kv: the reference measures 5.7x on 1 CPU, 3.8-7.5x beside two CPU hogs (each
-    # worker's set-up excluded; docs/performance.md). Confirmation = the same ratio: a KV cache
-    # is far above 2x, re-running the whole sequence every step ~1x (1.37x seen under load).
+    # generate_kv. Confirmation = the same ratio: a KV cache is far above 2x, re-running the
+    # whole sequence every step about 1x (the solution's figures, dated: docs/performance.md).
     "kv_speed": SpeedPolicy(
         fixture=SpeedFixture(
             method="generate_kv",
@@ -192,11 +194,9 @@ SPEED = {
         confirm_fails="it recomputes the sequence",
     ),
     # speculative vs the target's naive generate, batch 1, an 8-layer target and its 1-layer
-    # draft: cached ~4.5x, cache-less ~2x. Confirmation = the extra CPU per call with a draft
-    # that never agrees, as a fraction of one naive call (verdicts.draft_sensitivity): the
-    # solution 0.33 (0.31-0.42 in ten gradings beside two CPU hogs) and a cache-less decoder 1.09
-    # (they pay k draft steps and a verify for every token), a generate_kv that fakes the pass
-    # count 0.00 quiet and beside the hogs (its cost ignores the draft).
+    # draft. Confirmation = the extra CPU per call with a draft that never agrees, as a fraction
+    # of one naive call (verdicts.draft_sensitivity): a decoder that verifies drafts pays for
+    # them, one whose cost ignores the draft reads about 0 (dated figures: docs/performance.md).
     "spec_speed": SpeedPolicy(
         fixture=SpeedFixture(
             method="generate_speculative",
