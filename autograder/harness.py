@@ -132,6 +132,9 @@ class Grader:
         self.import_error = None  # once the file fails to import, later tests say so and skip
         self.timed_out = set()  # pieces whose public test timed out: skip their hidden test
         self.not_implemented = set()  # pieces whose public test hit a stub: skip their hidden test
+        self.tests = rubric.TESTS  # the rows of this grading (grade() sets them)
+        self.batched = {}  # (piece, visibility) -> the worker results of a batch job, unused yet
+        self.batch_tried = set()  # visibilities whose batch job ran (or failed: then one job per piece)
         self.piece_outcomes = {}  # (piece, visibility) -> [{behaviour: Outcome} per seed], or what stopped it
         self.speed_records = {}
         self.speed_failure = {}  # speed piece -> how the student's code failed on its fixture
@@ -147,16 +150,15 @@ class Grader:
         self.last_cpu_s = self.last_setup_cpu_s = None  # of the last worker, from the kernel
         self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine
 
-    def run_job(self, test: rubric.Test, role: str | None = None) -> list:
+    def run_job(self, test: rubric.Test, role: str | None = None, batch_jobs=None) -> list:
         if self.cannot_run:
             raise HarnessError(self.cannot_run)
         if self.import_error:
             raise Skip(self.import_error)
-        if test.piece in self.timed_out:
-            raise Skip("not run: the public test of this piece timed out.")
-        if test.piece in self.not_implemented:
-            raise Skip(f"not run: {checks.LABELS[test.piece]} is not implemented yet (see the public test).")
-        for attempt in range(rubric.LOAD_RETRIES + 1):
+        if batch_jobs is None:
+            self._skip_if_explained(test)
+        retries = 0 if batch_jobs else rubric.LOAD_RETRIES  # a batch that times out splits at once
+        for attempt in range(retries + 1):
             left = self.deadline - time.monotonic()
             if left < 5:
                 if self.contention > rubric.BUSY_CONTENTION:
@@ -165,7 +167,7 @@ class Grader:
             scale = self.timeout_scale * self.contention * (1.5**attempt)
             timeout = min(test.timeout_s * scale, left)
             try:
-                return self._run_job_once(test, role, timeout)
+                return self._run_job_once(test, role, timeout, batch_jobs)
             except WorkerTimedOut as e:
                 # Quiet machine: the code itself is too slow (or hangs, or sleeps). Busy machine:
                 # measure again and retry with a longer limit; if it never finishes, not measured.
@@ -182,7 +184,7 @@ class Grader:
             )
         )
 
-    def _run_job_once(self, test: rubric.Test, role: str | None, timeout: float) -> list:
+    def _run_job_once(self, test: rubric.Test, role: str | None, timeout: float, batch_jobs=None) -> list:
         job = sandbox.new_job_dir(self.work, self.user)
         shape = test.shape if isinstance(test.shape, str) else dict(test.shape)
         spec = {
@@ -194,6 +196,8 @@ class Grader:
         }
         if test.kind == "speed":
             spec["fixture"] = dataclasses.asdict(rubric.SPEED[test.piece].fixture)
+        if batch_jobs is not None:
+            spec["jobs"] = batch_jobs
         (job / "job.json").write_text(json.dumps(spec))
         shutil.copy(self.model_path, job / "model.py")
         if self.user:
@@ -228,9 +232,14 @@ class Grader:
         if flooded:
             raise WorkerCrashed(sandbox.TOO_MUCH_OUTPUT, "output")
         results = out["results"]
-        if not isinstance(results, list) or len(results) != len(test.seeds if test.kind == "check" else [0]):
+        expected = {"check": len(test.seeds), "checks": len(batch_jobs or ())}.get(test.kind, 1)
+        if not isinstance(results, list) or len(results) != expected:
             raise checks.CheckFailed("the grader got incomplete outputs from your code.")
-        error = results[0].get("error") if isinstance(results[0], dict) and test.kind != "check" else None
+        error = (
+            results[0].get("error")
+            if test.kind not in ("check", "checks") and isinstance(results[0], dict)
+            else None
+        )
         if timed and result.setup_cpu_s is None and error is None:
             if role == "naive":  # the reference alone ran: the grader's own problem
                 raise HarnessError("the reference's timed worker never reported the end of its set-up")
@@ -285,10 +294,51 @@ class Grader:
             first = dataclasses.replace(first, message=f"{first.message} (seed {seed})")
         return first
 
+    def _skip_if_explained(self, test: rubric.Test):
+        """A hidden job whose public one timed out or hit a stub would only do the same."""
+        if test.piece in self.timed_out:
+            raise Skip("not run: the public test of this piece timed out.")
+        if test.piece in self.not_implemented:
+            raise Skip(f"not run: {checks.LABELS[test.piece]} is not implemented yet (see the public test).")
+
+    def _batch(self, visibility: str):
+        """One worker probes every checked piece of this visibility (their set-up paid once);
+        its results serve _judge_piece. Where it fails (a hang, a crash, a limit), each piece
+        gets its own worker instead, so the failure is charged to the piece that has it."""
+        self.batch_tried.add(visibility)
+        tests = [t for t in self.tests if t.kind == "check" and t.visibility == visibility]
+        jobs = list({(t.piece): t for t in tests}.values())
+        if len(jobs) < 2:
+            return
+        batch = rubric.Test(
+            f"the {visibility} checks", "checks", ",".join(t.piece for t in jobs), 0.0, visibility
+        )
+        batch_spec = [
+            {
+                "piece": t.piece,
+                "shape": t.shape if isinstance(t.shape, str) else dict(t.shape),
+                "seeds": list(t.seeds),
+            }
+            for t in jobs
+        ]
+        try:
+            results = self.run_job(batch, batch_jobs=batch_spec)
+        except (ImportFailed, HarnessError, Skip):
+            raise  # true of every piece: the first row says so, the others skip
+        except Exception as e:  # a time-out (busy or not), a crash, odd outputs: one worker per piece
+            print(f"  the batch of {visibility} checks failed ({type(e).__name__}): one worker per piece")
+            return
+        for t, result in zip(jobs, results):
+            self.batched[t.piece, visibility] = result
+
     def _judge_piece(self, test: rubric.Test) -> list:
         """[{behaviour: Outcome} per seed] for the piece and visibility of `test`."""
+        self._skip_if_explained(test)
+        if test.visibility not in self.batch_tried and test in self.tests:
+            self._batch(test.visibility)
+        found = self.batched.pop((test.piece, test.visibility), None)
         per_seed = []
-        for seed, result in zip(test.seeds, self.run_job(test)):
+        for seed, result in zip(test.seeds, found if found is not None else self.run_job(test)):
             rec = result.get("rec") if isinstance(result, dict) else None
             errors = result.get("errors") if isinstance(result, dict) else None
             if not isinstance(rec, dict) or not isinstance(errors, dict):
@@ -380,6 +430,7 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
             flags.append("no_model")
         else:
             grader = Grader(model_path, work, budget_s, timeout_scale)
+            grader.tests = tests
             for test in tests:
                 print(f"running {test.name}", flush=True)
                 rows.append(run_test(grader, test))

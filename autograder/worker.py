@@ -62,11 +62,14 @@ def main(job_dir: Path) -> None:
         out = {"status": "import_error", "error": checks.describe_error(e)}
         torch.save(out, job_dir / "out.pt")
         return
-    if job["kind"] == "check":
-        for seed in job["seeds"]:
-            rec, errors = checks.probe(job["piece"], module, shape=job["shape"], seed=seed)
-            described = {behaviour: checks.describe_error(e) for behaviour, e in errors.items()}
-            out["results"].append({"rec": rec, "errors": described})
+    if job["kind"] in ("check", "checks"):  # one piece, or a batch of pieces (a list each)
+        for one in job["jobs"] if job["kind"] == "checks" else [job]:
+            per_seed = []
+            for seed in one["seeds"]:
+                rec, errors = checks.probe(one["piece"], module, shape=one["shape"], seed=seed)
+                described = {behaviour: checks.describe_error(e) for behaviour, e in errors.items()}
+                per_seed.append({"rec": rec, "errors": described})
+            out["results"] += per_seed if job["kind"] == "check" else [per_seed]
     elif job["kind"] == "sampling":
         from infkit import sampling_check
 

@@ -588,3 +588,27 @@ def test_hidden_fixtures_ship_with_the_autograder_only():
     for path in (paths.ROOT / "infkit").rglob("*.py"):
         text = path.read_text()
         assert "HIDDEN_SHAPE" not in text and shape not in text, path
+
+
+HANGING_DECODE = """
+
+def _hanging_decode(self, x):
+    while True:
+        pass
+
+
+CausalSelfAttention.decode = _hanging_decode
+"""
+
+
+def test_a_hang_in_a_batch_of_checks_costs_only_its_piece(tmp_path, monkeypatch):
+    """The public checks share one worker; when it hangs, each piece gets its own worker, so the
+    hang is charged to the piece that has it and the others keep their points."""
+    monkeypatch.setattr(harness.load, "contention", lambda seconds=0.3: 1.0)  # judged as a quiet machine
+    tests = public("buffers") + public("attn_decode")
+    results = grade_text(tmp_path, variants.solution_text() + HANGING_DECODE, tests=tests, timeout_scale=0.25)
+    for t, row in zip(tests, results["tests"]):
+        if t.piece == "buffers":
+            assert row["status"] == "passed", row
+        else:
+            assert row["score"] == 0 and stage(row) == "timed_out", row
