@@ -82,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         "head. Greedy outputs do not depend on it, only the acceptance rate",
     )
     p.add_argument("--compile", action="store_true", help="opt-in fast path: torch.compile the decode step")
-    p.add_argument("--threads", type=int, help="torch CPU threads (torch's choice if not given)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: one per core that other programs leave free, measured "
+        "before the run; 1 on a busy machine)",
+    )
     p.add_argument("--debug", action="store_true", help="run the model in DEBUG mode (fp32, slow)")
     p.add_argument("--json", metavar="PATH", help="write the figures here")
     p.add_argument("--seed", type=int, default=0, help="prompt sampling and fixture seed")

@@ -5,14 +5,28 @@ import sys
 import torch
 
 from .. import corpus
-from . import cli, machine, pipeline, report, setup
+from . import cli, machine, pipeline, plan, report, setup
+
+
+def pick_threads(config) -> tuple[int, str, float | None]:
+    """(threads, why, other programs' cores or None): --threads when given, else one per free
+    core, measured before this run adds its own threads."""
+    others = plan.others_cores_now() if config.device == "cpu" else None
+    if config.threads:
+        return (
+            config.threads,
+            f"{config.threads} thread{'s' if config.threads > 1 else ''} (--threads)",
+            others,
+        )
+    threads, why = plan.choose_threads(machine.cores(), others)
+    return threads, why, others
 
 
 def main(argv=None) -> int:
     load_before = machine.load_average()  # before this run adds its own threads
     config = cli.parse(argv)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads, why, others = pick_threads(config)
+    torch.set_num_threads(threads)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
     if config.with_hf:
@@ -24,6 +38,16 @@ def main(argv=None) -> int:
     config = setup.fit_to_model(config, models.target.config.block_size)
     _, source = corpus.corpus_tokens()
     print(report.header(config, models, draft_head, source), flush=True)
+    print(f"threads: {why}")
+    estimate = None
+    if plan.covered(config):  # the reference is the default command line on this same pair
+        reference = setup.fit_to_model(cli.parse([]), models.target.config.block_size, quiet=True)
+        estimate = plan.estimate_seconds(config, threads, reference)
+    print(plan.estimate_line(estimate))
+    warning = plan.busy_warning(others, machine.cores()) if config.device == "cpu" else None
+    if warning:
+        print(warning)
+    sys.stdout.flush()
 
     measured = pipeline.measure_all(models, config, load_before)
     analysis = pipeline.analyse_all(measured, config)

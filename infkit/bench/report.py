@@ -8,6 +8,7 @@ import torch
 from .. import bench_models
 from .analyse import FIGURES
 from .config import LABELS, OTHERS_LIMIT, SPREAD_LIMIT
+from .plan import BUSY_ADVICE
 from .summary import Summary, device_info, figure_json, headline_values, versions
 
 EXTRA_LABELS = {  # in the warnings, where a figure's line has no neighbours to explain it
@@ -168,7 +169,7 @@ def machine_lines(measured, analysis) -> list[str]:
         ]
     lines.append("WARNING: figures marked UNSTABLE are noise, not a property of the code under test:")
     lines += [f"  - {reason}" for reason in found]
-    lines.append("  Re-run on a quiet machine; compare ratios from one run only.")
+    lines.append(f"  {BUSY_ADVICE}")
     return lines
 
 
