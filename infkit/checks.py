@@ -416,7 +416,7 @@ def judge_attn_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
         if not _close(y, expected[:, start:end], FAST_TOL):
             raise FastPathFailed(
                 f"decode() of positions {start}..{end - 1} is {FAST_PATH_WRONG} "
-                f"({_diff(y, expected[:, start:end])}). {MASK_HINT}"
+                f"({_diff(y, expected[:, start:end])}). {hints.fast_path_mask(model.transformer.h[0].attn, x, start, end, y, lambda a, b: _close(a, b, FAST_TOL))}"
             )
     return (
         f"decode matched forward() for {len(chunks)} steps (single tokens and chunks), batch {x.size(0)}, "
@@ -505,8 +505,7 @@ def judge_gpt_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
         if not _close(step, expected[:, t : t + 1]):
             _fail(
                 f"GPT.decode of the token at position {t} differs from forward() "
-                f"({_diff(step, expected[:, t : t + 1])}). Check the position embedding: the new "
-                f"token sits at position kv_pos (= {t}), not kv_pos + 1."
+                f"({_diff(step, expected[:, t : t + 1])}).{hints.decode_position(model, idx, steps, t, _close)}"
             )
     if len(steps) != total:
         return ""
