@@ -256,3 +256,21 @@ def fast_path_mask(attn, x, start: int, end: int, got, close) -> str:
         if close(got, attention_with_mask(attn, x, start, end, allowed)):
             return hint[0].upper() + hint[1:]
     return NO_MASK_SUSPECT
+
+
+def crash_report(exc: BaseException, rerun: str, filename: str = "model.py") -> str:
+    """A crash of the student's code inside a check, student's side first: what was raised and
+    the line of `filename` it came from, the hint if one is known, and how to see the rest
+    (`rerun`, the command, run again with INFKIT_TRACEBACK=1). With INFKIT_TRACEBACK=1 set, the
+    full traceback follows."""
+    message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.basename(f.filename) == filename]
+    at = ""
+    if frames:
+        at = f"\n  at {filename} line {frames[-1].lineno}, in {frames[-1].name}: {(frames[-1].line or '').strip()[:100]}"
+    hint = explain(exc, filename)
+    lines = f"your code raised {type(exc).__name__}{': ' + message if message else ''}{at}"
+    lines += f"\n  {hint.replace(chr(10), ' ')}" if hint else ""
+    if os.environ.get("INFKIT_TRACEBACK") == "1":
+        return lines + "\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return lines + f"\n  (the full traceback: INFKIT_TRACEBACK=1 {rerun})"
