@@ -933,7 +933,10 @@ def run(module_or_path, pieces=PIECES, **kwargs) -> dict:
         except CheckFailed as e:
             message, passed = str(e), False
         except Exception as e:  # the student's code raised: report it in one line
-            message, passed = hints.crash_report(e, f"python -m infkit.checks {module_or_path} {piece}"), False
+            message, passed = (
+                hints.crash_report(e, f"python -m infkit.checks {module_or_path} {piece}"),
+                False,
+            )
         results[piece] = (passed, message)
         print(f"{'PASS' if passed else 'FAIL'}  {piece:12s} {message}")
     return results

@@ -156,10 +156,8 @@ def spec_figure(spec: FigureSpec, rows: dict, workload: Workload) -> tuple[Figur
 
 
 def acceptance(row: Row | None, workload: Workload, k: int) -> tuple[float | None, str]:
-    """Fraction of drafted tokens accepted. The solution keeps exact counts in spec_stats;
-    for any other implementation they are estimated from the target's forward passes: every
-    round is one target pass that keeps its accepted drafts plus one token of its own, so
-    accepted = new tokens - rounds, out of k drafted per round."""
+    """Fraction of drafted tokens accepted: exact from the model's spec_stats where it keeps them
+    (the contract's generate_speculative does), else estimated from the target's passes."""
     if row is None:
         return None, "unavailable"
     drafted = sum(st.get("drafted", 0) for st in row.spec_stats)
@@ -167,16 +165,24 @@ def acceptance(row: Row | None, workload: Workload, k: int) -> tuple[float | Non
         return sum(st.get("accepted", 0) for st in row.spec_stats) / drafted, "spec_stats"
     if not row.passes:
         return None, "unavailable"
-    rates = []
-    for lengths in row.passes:
-        # a first pass no longer than the prompt is a prefill, not a round
-        rounds = len(lengths) - (1 if lengths and lengths[0] <= workload.prompt_len else 0)
-        if rounds <= 0:
-            return None, "unavailable"
-        # a short last round may draft fewer than k, so this slightly underestimates
-        accepted = workload.new_tokens - rounds
-        rates.append(min(1.0, accepted / (rounds * k)))
+    rates = [
+        estimate_from_passes(lengths, workload.prompt_len, workload.new_tokens, k) for lengths in row.passes
+    ]
+    if any(r is None for r in rates):
+        return None, "unavailable"
     return sum(rates) / len(rates), "estimated from target passes"
+
+
+def estimate_from_passes(lengths: list[int], prompt_len: int, new_tokens: int, k: int) -> float | None:
+    """The acceptance rate of one speculative call from the lengths of the target's forward
+    passes: every round is one target pass that keeps its accepted drafts plus one token of its
+    own, so accepted = new tokens - rounds, out of k drafted per round. A short last round may
+    draft fewer than k, so this slightly underestimates."""
+    # a first pass no longer than the prompt is a prefill, not a round
+    rounds = len(lengths) - (1 if lengths and lengths[0] <= prompt_len else 0)
+    if rounds <= 0:
+        return None
+    return max(0.0, min(1.0, (new_tokens - rounds) / (rounds * k)))
 
 
 def judge(figures: dict, reasons: dict) -> dict:
