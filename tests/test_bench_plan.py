@@ -86,3 +86,24 @@ def test_the_closing_warning_gives_the_same_advice():
     assert not any("quiet machine" in line for line in lines)
     quiet = report.machine_lines(measured, pipeline.Analysis(figures={}, reasons={"latency": []}))
     assert not any(plan.BUSY_ADVICE in line for line in quiet)
+
+
+def test_reference_figures_only_beside_the_reference_run():
+    default = cli.parse([])
+    for w in default.workloads:
+        assert plan.reference_applies(default, w)
+    shorter = cli.parse(["--new-tokens", "32"])
+    assert not plan.reference_applies(shorter, shorter.workload("throughput"))
+    assert plan.reference_applies(shorter, shorter.workload("latency"))  # its own workload is unchanged
+    tiny = cli.parse(["--pair", "tiny"])
+    assert not any(plan.reference_applies(tiny, w) for w in tiny.workloads)
+
+
+def test_figure_lines_say_reference_never_goal():
+    from infkit.bench import analyse
+
+    with_ref = analyse.Figure(2.6, 2.5, 2.7, test="latency", batch=1, reference=(2.50, 2.65))
+    line = report.figure_line("speculative vs KV", with_ref)
+    assert "kit's CPU reference 2.50-2.65x" in line and "goal" not in line
+    assert "reference" not in report.figure_line("speculative vs KV", analyse.Figure(2.6, 2.5, 2.7))
+    assert "not a goal" in report.REFERENCE_NOTE and "autograder" in report.REFERENCE_NOTE

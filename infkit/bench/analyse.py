@@ -20,15 +20,23 @@ class FigureSpec:
     slow: str
     fast: str
     label: str
-    goal: float | None = None
+    # the kit's CPU reference: the range this figure took over three quiet default runs on the
+    # kit's 2-core machine (README); shown only beside the same pair and workload, never a goal
+    reference: tuple[float, float] | None = None
     largest_batch: bool = False  # at the largest batch where both have a figure (else batch 1)
 
 
 # Adding a figure to run.sh: a row here (and, for a new method, config.TEST_METHODS).
 FIGURES = (
-    FigureSpec("kv_speedup_vs_naive", "throughput", "naive", "kv", "KV cache vs naive", 10.0, True),
+    FigureSpec("kv_speedup_vs_naive", "throughput", "naive", "kv", "KV cache vs naive", (11.16, 13.78), True),
     FigureSpec(
-        "kv_vs_transformers", "throughput", "hf", "kv", "generate_kv vs transformers generate", 1.5, True
+        "kv_vs_transformers",
+        "throughput",
+        "hf",
+        "kv",
+        "generate_kv vs transformers generate",
+        (1.80, 1.98),
+        True,
     ),
     FigureSpec(
         "spec_speedup_vs_kv_long_prompt",
@@ -37,7 +45,7 @@ FIGURES = (
         "speculative",
         "speculative vs KV, prefill included",
     ),
-    FigureSpec("spec_speedup_vs_kv", "latency", "kv", "speculative", "speculative vs KV", 2.0),
+    FigureSpec("spec_speedup_vs_kv", "latency", "kv", "speculative", "speculative vs KV", (2.50, 2.65)),
     FigureSpec(
         "spec_speedup_vs_kv_agreeing_draft",
         "latency",
@@ -51,7 +59,7 @@ FIGURES = (
         "hf_assisted",
         "speculative",
         "speculative vs transformers assisted",
-        1.2,
+        (2.27, 2.35),
     ),
     FigureSpec(
         "spec_speedup_vs_kv_sampled", "latency", "kv_sampled", "speculative_sampled", "speculative vs KV, T>0"
@@ -69,7 +77,7 @@ class Figure:
     high: float | None = None
     test: str = ""
     batch: int | None = None
-    goal: float | None = None
+    reference: tuple[float, float] | None = None  # the kit's CPU reference range, where it applies
     unstable: bool = False
     failure: str | None = None  # the measurement contradicts itself: no figure
 
@@ -140,8 +148,11 @@ def speedup(slow: Row | None, fast: Row | None, test: str, batch: int, offset: f
     return Figure(value, min(ratios), max(ratios), test=test, batch=batch)
 
 
-def spec_figure(spec: FigureSpec, rows: dict, workload: Workload) -> tuple[Figure, dict]:
-    """One FigureSpec's figure, and its value at every batch size of the test."""
+def spec_figure(
+    spec: FigureSpec, rows: dict, workload: Workload, with_reference: bool = False
+) -> tuple[Figure, dict]:
+    """One FigureSpec's figure, and its value at every batch size of the test; with_reference:
+    the run is the kit's reference pair and workload, so its reference range is attached."""
     by_batch = {
         B: speedup(rows.get((spec.slow, B)), rows.get((spec.fast, B)), spec.test, B)
         for B in workload.batch_sizes
@@ -152,7 +163,8 @@ def spec_figure(spec: FigureSpec, rows: dict, workload: Workload) -> tuple[Figur
     else:
         B = 1
     figure = by_batch.get(B, Figure(None, test=spec.test, batch=B))
-    return replace(figure, goal=spec.goal), {b: f.value for b, f in by_batch.items()}
+    reference = spec.reference if with_reference else None
+    return replace(figure, reference=reference), {b: f.value for b, f in by_batch.items()}
 
 
 def acceptance(row: Row | None, workload: Workload, k: int) -> tuple[float | None, str]:

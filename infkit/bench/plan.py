@@ -108,6 +108,18 @@ def covered(config: Config) -> bool:
     )
 
 
+def reference_applies(config: Config, workload: Workload) -> bool:
+    """Whether a test's figures can stand beside the kit's CPU reference figures: the reference
+    pair on a CPU (covered) and this test's workload as the default command line sets it."""
+    if not covered(config):
+        return False
+    from .cli import parse  # cli imports this module's callers, not this module
+
+    default = parse([]).workload(workload.test)
+    same = ("batch_sizes", "prompt_len", "new_tokens", "samples")
+    return default is not None and all(getattr(default, f) == getattr(workload, f) for f in same)
+
+
 def estimate_seconds(config: Config, threads: int, reference: Config) -> float | None:
     """About how long the timed part of `config` takes with `threads` threads, scaled from the
     reference run (`reference`: the default command line's Config, fitted to the same pair);
