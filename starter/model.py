@@ -1,5 +1,5 @@
-# Student starter, generated from solution/model.py by `make starter`.
-# Fill in every TODO(...) stub; `pytest tests_public` checks each piece.
+# Your model.py: fill in every TODO(...) stub, in the README's order (six pieces, plus one
+# optional); `pytest tests_public` checks each piece.
 """
 GPT-2 in one file, in the style of nanoGPT, made fast for inference.
 

@@ -20,7 +20,7 @@ from .config import Config, Workload
 
 # A core counts as free when other programs leave at least this much of it idle.
 FREE_CORE = 0.75
-# The kit's reference run: the default ./run.sh on its 2-core machine, quiet (docs/performance.md).
+# The kit's reference run: the default ./run.sh on the kit's 2-core machine, quiet.
 REFERENCE_SECONDS = 228.0
 REFERENCE_THREADS = 2
 # A forward pass over n tokens costs about (n + PASS_OVERHEAD) token-units: reading every weight
