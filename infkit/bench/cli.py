@@ -56,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--draft", choices=bench_models.REAL, help="draft model with --model (gpt2 if not given)")
     p.add_argument("--pair", default=DEFAULT_PAIR, choices=sorted(fixtures.PAIRS), help="stand-in pair")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: 16-bit outside --debug (fp16 on a T4, bf16 on Ampere and newer)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="cuda: 16-bit outside --debug (fp16 on a T4, bf16 on Ampere and newer)",
+    )
     _throughput_options(p)
     _latency_options(p)
     p.add_argument(
