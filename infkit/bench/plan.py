@@ -157,6 +157,6 @@ def busy_warning(others_cores: float | None, n_cores: int) -> str | None:
     if others_cores is None or others_cores < 1 - FREE_CORE:
         return None
     return (
-        f"WARNING: other programs use {others_cores:.1f} of this machine's {n_cores} cores: this run will "
-        f"take longer than its estimate and its figures may be marked UNSTABLE. {BUSY_ADVICE}"
+        f"WARNING: other programs use {others_cores:.1f} of this machine's {n_cores} cores: this run "
+        f"will take longer than on a quiet machine and its figures may be marked UNSTABLE. {BUSY_ADVICE}"
     )
