@@ -558,7 +558,9 @@ class GPT(nn.Module):
                 `draft_model is self`, both roles share one set of kv_cache buffers and one
                 kv_pos: a loop that keeps a cache for each model would overwrite one with the
                 other. Give the draft its own copy (copy.deepcopy(self)), or run the draft
-                without a cache.
+                without a cache. Use the draft only through forward(), prefill(), decode() and
+                the cache scaffold (setup_kv_cache, set_kv_pos, kv_pos): ./run.sh wraps those
+                to time the same loop with a draft that always agrees.
             temperature, top_k: top_k == 1 or temperature == 0 is greedy, the graded case. Any
                 other setting samples (the defaults, temperature=1.0 and top_k=None, do): then
                 the drafts come from propose(...) and each round's acceptance is
