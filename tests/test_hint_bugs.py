@@ -96,3 +96,20 @@ def test_mask_hint_names_no_mask_for_another_fast_path_bug(tmp_path):
         tmp_path, "F.scaled_dot_product_attention(q, keys, values, attn_mask=None, scale=1.0)"
     )
     assert "matches no misplaced mask" in message and "top-left" not in message, message
+
+
+def test_dtype_hint_blames_the_cache_only_when_it_is_the_cache(tmp_path):
+    """The cache-dtype hint's neighbour: the cache is right, another tensor of the attention is
+    in another dtype. The hint names the two dtypes, not the cache."""
+    from infkit import notebook as nb
+
+    cast = "y = attend(q, keys.to(q.dtype), values.to(q.dtype), q_start=start)"
+    path = tmp_path / "model.py"
+    path.write_text(
+        variants.substitute(variants.solution_text(), (cast, cast.replace("attend(q,", "attend(q.double(),")))
+    )
+    with pytest.raises(nb.Stop) as info:
+        nb.check("attn_decode", path=path)
+    message = str(info.value)
+    assert "two dtypes" in message and "float64" in message and "float32" in message, message
+    assert "the KV cache is" not in message, message
