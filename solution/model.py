@@ -121,7 +121,8 @@ class CausalSelfAttention(nn.Module):
 
         Shape: (2, batch_size, n_head, max_seq_len, head_dim), on the device and in the dtype
         of this module's weights (self.c_attn.weight), never a hard-coded 'cuda' or bfloat16:
-        attention multiplies the cache with queries of the weights' dtype and device. Index 0
+        attention multiplies the cache with queries on the weights' device, in their dtype
+        outside autocast (decode() says what changes under it). Index 0
         holds keys, index 1 values. Initial values do not matter (torch.zeros or torch.empty):
         no position is read before it is written. Non-persistent, so state_dict() and
         checkpoint loading are unchanged. Afterwards: self.seq_pos == 0 (the cache is empty).
@@ -176,6 +177,9 @@ class CausalSelfAttention(nn.Module):
             (B, T_new, C), equal to the last T_new rows of forward() on the full sequence.
         Afterwards: the cache also holds the new keys/values, seq_pos grew by T_new.
         New token i attends to every cached position and to new tokens 0..i (causal).
+        Batch row b of x uses row b of the cache (a cache with more rows than B keeps the rest).
+        Under 16-bit autocast (CUDA, DEBUG off) q, k and v come out of c_attn in 16 bits while
+        the cache keeps the weights' dtype: cast the keys and values read back to q.dtype.
         Raises ValueError when the cache has no room for T_new more positions.
         """
         # BEGIN SOLUTION attn_decode
