@@ -483,6 +483,8 @@ class GPT(nn.Module):
         Returns:
             (B, T + max_new_tokens) on idx's device; greedy (top_k=1) output equals generate()'s,
             with DEBUG on and off.
+        Run the loop inside `with autocast_for(idx.device.type):`, as generate() does, so that
+        both take the same (16-bit on CUDA) fast path.
         """
         self._check_lengths(idx, max_new_tokens)
         raise NotImplementedError(
@@ -544,7 +546,8 @@ class GPT(nn.Module):
         Never draft past the context: near block_size (or max_new_tokens) draft only as many
         tokens as are still missing, so no model ever sees a position >= block_size.
         A KV cache inside the loop is optional: a version that re-runs whole sequences
-        through both models (forward(..., all_logits=True)) earns full credit.
+        through both models (forward(..., all_logits=True)) earns full credit. Run the rounds
+        inside `with autocast_for(idx.device.type):`, as generate() does.
         """
         self._check_lengths(idx, max_new_tokens)
         if idx.size(0) != 1:
