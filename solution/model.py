@@ -601,8 +601,10 @@ class GPT(nn.Module):
         Optional: when all k agree, row k already predicted the token after them; keeping it
         (the "bonus" token) gives k + 1 tokens per round for free. Both versions earn full
         credit; the bonus shows in the speed figures.
-        Never draft past the context: near block_size (or max_new_tokens) draft only as many
-        tokens as are still missing, so no model ever sees a position >= block_size.
+        Never draft past the context: near block_size (or max_new_tokens) draft at most the
+        tokens still missing less one, the room for this model's own token (with one token
+        missing, k = 0 and the pass only predicts it), so no model ever sees a position
+        >= block_size and no round adds more tokens than are missing.
         A KV cache inside the loop is optional: a version that re-runs whole sequences
         through both models (forward(..., all_logits=True)) earns full credit. Run the rounds
         inside `with autocast_for(idx.device.type):`, as generate() does.
@@ -618,7 +620,7 @@ class GPT(nn.Module):
             )
         # BEGIN SOLUTION speculative
         # STUB # One round (the docstring's steps), until max_new_tokens tokens are added:
-        # STUB #   k = num_speculative, but never more than the tokens still missing
+        # STUB #   k = min(num_speculative, tokens still missing - 1): room for self's own token
         # STUB #   1. draft:  k times tok, q = propose(draft_logits, temperature, top_k)
         # STUB #   2. verify: the k + 1 rows of ONE pass of self (forward or decode)
         # STUB #   3. accept: greedy: the agreeing run, then self's token at the first difference;
