@@ -107,3 +107,10 @@ def test_figure_lines_say_reference_never_goal():
     assert "kit's CPU reference 2.50-2.65x" in line and "goal" not in line
     assert "reference" not in report.figure_line("speculative vs KV", analyse.Figure(2.6, 2.5, 2.7))
     assert "not a goal" in report.REFERENCE_NOTE and "autograder" in report.REFERENCE_NOTE
+
+
+def test_the_estimate_needs_no_model():
+    """Printed before the models load: from the command line and the pair's shape alone."""
+    assert bench_main._estimate(cli.parse([]), 2) == pytest.approx(plan.REFERENCE_SECONDS)
+    assert bench_main._estimate(cli.parse(["--pair", "tiny"]), 2) is None
+    assert bench_main._estimate(cli.parse(["--prompt-len", "1000"]), 2) is None  # does not fit

@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from .. import corpus
+from .. import corpus, fixtures
 from . import cli, machine, pipeline, plan, report, setup
 
 
@@ -22,6 +22,20 @@ def pick_threads(config) -> tuple[int, str, float | None]:
     return threads, why, others
 
 
+def _estimate(config, threads: int) -> float | None:
+    """The wall-time estimate, from the command line alone: the reference run is the default
+    command line on the default pair, whose block size fixtures.SHAPES gives."""
+    if not plan.covered(config):
+        return None
+    block_size = fixtures.SHAPES[fixtures.PAIRS[config.pair].target]["block_size"]
+    try:
+        fitted = setup.fit_to_model(config, block_size, quiet=True)
+    except SystemExit:  # a workload that does not fit: the run stops with the message later
+        return None
+    reference = setup.fit_to_model(cli.parse([]), block_size, quiet=True)
+    return plan.estimate_seconds(fitted, threads, reference)
+
+
 def main(argv=None) -> int:
     load_before = machine.load_average()  # before this run adds its own threads
     config = cli.parse(argv)
@@ -33,21 +47,18 @@ def main(argv=None) -> int:
         import transformers
 
         transformers.logging.set_verbosity_error()
+    # before the models load (a minute for the large ones): what this run will use and cost
+    print(f"threads: {why}")
+    print(plan.estimate_line(_estimate(config, threads)))
+    warning = plan.busy_warning(others, machine.cores()) if config.device == "cpu" else None
+    if warning:
+        print(warning)
+    sys.stdout.flush()
     torch.manual_seed(config.seed)
     models, draft_head = setup.prepare_models(config)
     config = setup.fit_to_model(config, models.target.config.block_size)
     _, source = corpus.corpus_tokens()
     print(report.header(config, models, draft_head, source), flush=True)
-    print(f"threads: {why}")
-    estimate = None
-    if plan.covered(config):  # the reference is the default command line on this same pair
-        reference = setup.fit_to_model(cli.parse([]), models.target.config.block_size, quiet=True)
-        estimate = plan.estimate_seconds(config, threads, reference)
-    print(plan.estimate_line(estimate))
-    warning = plan.busy_warning(others, machine.cores()) if config.device == "cpu" else None
-    if warning:
-        print(warning)
-    sys.stdout.flush()
 
     measured = pipeline.measure_all(models, config, load_before)
     analysis = pipeline.analyse_all(measured, config)
