@@ -208,6 +208,8 @@ def test_no_staff_commands_in_the_handout(handout):
     texts = {n: readable(n, t) for n, t in texts.items()}
     found = {n: STAFF_COMMANDS.findall(t) for n, t in texts.items() if STAFF_COMMANDS.search(t)}
     assert not found, found
+    addressed = [n for n, t in texts.items() if re.search(r"\bstaff:", t, re.IGNORECASE)]
+    assert not addressed, f"instructions addressed to staff: {addressed}"
 
 
 def test_no_solution_or_rubric_in_the_handout(handout):
