@@ -934,7 +934,9 @@ def run(module_or_path, pieces=PIECES, **kwargs) -> dict:
             message, passed = str(e), False
         except Exception as e:  # the student's code raised: report it in one line
             message, passed = (
-                hints.crash_report(e, f"python -m infkit.checks {module_or_path} {piece}"),
+                hints.crash_report(
+                    e, f"python -m infkit.checks {getattr(module, '__file__', 'model.py')} {piece}"
+                ),
                 False,
             )
         results[piece] = (passed, message)
