@@ -932,13 +932,8 @@ def run(module_or_path, pieces=PIECES, **kwargs) -> dict:
             message, passed = CHECKS[piece](module, **kwargs), True
         except CheckFailed as e:
             message, passed = str(e), False
-        except Exception as e:  # the student's code raised: report it in one line
-            message, passed = (
-                hints.crash_report(
-                    e, f"python -m infkit.checks {getattr(module, '__file__', 'model.py')} {piece}"
-                ),
-                False,
-            )
+        except Exception as e:  # the student's code raised: its error and line first, in short
+            message, passed = hints.checks_crash(e, module, piece), False
         results[piece] = (passed, message)
         print(f"{'PASS' if passed else 'FAIL'}  {piece:12s} {message}")
     return results

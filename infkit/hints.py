@@ -274,3 +274,8 @@ def crash_report(exc: BaseException, rerun: str, filename: str = "model.py") -> 
     if os.environ.get("INFKIT_TRACEBACK") == "1":
         return lines + "\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return lines + f"\n  (the full traceback: INFKIT_TRACEBACK=1 {rerun})"
+
+
+def checks_crash(exc: BaseException, module, piece: str) -> str:
+    """crash_report for `python -m infkit.checks`, whose rerun names the file and the piece."""
+    return crash_report(exc, f"python -m infkit.checks {getattr(module, '__file__', 'model.py')} {piece}")
