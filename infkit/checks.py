@@ -65,11 +65,6 @@ FAST_TOL = 1e-3
 FAST_PATH_WRONG = (
     "correct in DEBUG, wrong outside it (DEBUG = False, the code ./run.sh and the notebook time)"
 )
-MASK_HINT = (
-    "Look at the attention call and its mask: with fewer new queries than cached keys, "
-    "scaled_dot_product_attention(..., is_causal=True) aligns the mask to the top-left, so a new "
-    "token sees only the first keys; pass an explicit mask (or the given attend(q, k, v, q_start))."
-)
 
 
 @contextlib.contextmanager
@@ -604,9 +599,11 @@ def _judge_attn_fast_path(ref, rec, shape, seed) -> str:
                 continue
             want, wrong_in_debug = debug[i], wrong_in_debug + 1
         if not _close(y, want, FAST_TOL):
+            attn, x = _ref_model(ref, shape, seed).transformer.h[0].attn, _attn_input(shape, seed)[0]
+            hint = hints.fast_path_mask(attn, x, start, end, y, lambda a, b: _close(a, b, FAST_TOL))
             raise FastPathFailed(
                 f"decode() of positions {start}..{end - 1} is {FAST_PATH_WRONG} "
-                f"({_diff(y, expected[:, start:end])}). {MASK_HINT}"
+                f"({_diff(y, expected[:, start:end])}). {hint}"
             )
     if len(rec.get("y", [])) != len(chunks):
         return ""
@@ -679,32 +676,6 @@ def probe_gpt_decode(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
         kv_pos["final_kv_pos"] = _as_int(model.kv_pos)
 
 
-def _logits_placed_at(model, idx, t: int, pos: int):
-    """The reference's logits for token t of idx after tokens 0..t-1, with token t's position
-    embedding taken from `pos` instead of t (what a GPT.decode with an off position computes)."""
-    positions = torch.cat((torch.arange(t), torch.tensor([pos])))
-    tr = model.transformer
-    with torch.no_grad():
-        x = tr.wte(idx[:, : t + 1]) + tr.wpe(positions)
-        for block in tr.h:
-            x = block(x)
-        return model.lm_head(tr.ln_f(x))[:, -1:]
-
-
-def _position_hint(model, idx, t: int, got) -> str:
-    """' The new token was given position p ...' when got equals the logits of the token placed
-    at a position other than t (0, t - 1 or t + 1); '' when it matches none of them."""
-    for pos in dict.fromkeys((0, t - 1, t + 1)):
-        if pos == t or not 0 <= pos < model.config.block_size:
-            continue
-        if _close(got, _logits_placed_at(model, idx, t, pos)):
-            return (
-                f" These are the logits of the token placed at position {pos}: the new token sits at "
-                f"position kv_pos (= {t}), the number of tokens already in the cache."
-            )
-    return ""
-
-
 def _judge_gpt_logits(ref, rec, shape, seed) -> str:
     model = _model(ref, shape, seed)
     idx = _decode_prompt(shape, seed)
@@ -724,7 +695,7 @@ def _judge_gpt_logits(ref, rec, shape, seed) -> str:
         if not _close(step, expected[:, t : t + 1]):
             _fail(
                 f"GPT.decode of the token at position {t} differs from forward() "
-                f"({_diff(step, expected[:, t : t + 1])}).{_position_hint(model, idx, t, step)}"
+                f"({_diff(step, expected[:, t : t + 1])}).{hints.decode_position(model, idx, steps, t, _close)}"
             )
     if len(steps) != total:
         return ""
@@ -1349,8 +1320,8 @@ def run(module_or_path, pieces=PIECES, **kwargs) -> dict:
             message, passed = CHECKS[piece](module, **kwargs), True
         except CheckFailed as e:
             message, passed = str(e), False
-        except Exception as e:  # the student's code raised: report it in one line
-            message, passed = f"your code raised {type(e).__name__}: {e}", False
+        except Exception as e:  # the student's code raised: its error and line first, in short
+            message, passed = hints.checks_crash(e, module, piece), False
         results[piece] = (passed, message)
         print(f"{'PASS' if passed else 'FAIL'}  {piece:12s} {message}")
     return results
