@@ -202,21 +202,15 @@ def test_resume_keeps_results_and_regrade_diff(graded_export, monkeypatch, capsy
 # Inputs
 
 
-def test_metadata_read_with_and_without_pyyaml(monkeypatch):
-    with_yaml = parse_metadata(METADATA)
-    assert with_yaml["submission_1004"] == [
+def test_metadata_read_with_pyyaml():
+    meta = parse_metadata(METADATA)
+    assert meta["submission_1004"] == [
         {"name": "Dan Decode", "email": "dan@example.edu"},
         {"name": "Dora Decode", "email": "dora@example.edu"},
     ]
-    assert with_yaml["submission_1001"] == [
-        {"name": "Alice Liddell", "sid": "101", "email": "alice@example.edu"}
-    ]
-
-    def no_yaml(text):
-        raise ImportError("No module named 'yaml'")
-
-    monkeypatch.setattr(grade_all_inputs, "_load_yaml", no_yaml)
-    assert parse_metadata(METADATA) == with_yaml
+    assert meta["submission_1001"] == [{"name": "Alice Liddell", "sid": "101", "email": "alice@example.edu"}]
+    with pytest.raises(grade_all_inputs.InputError, match="not valid YAML"):
+        parse_metadata("submission_1:\n  :submitters: [unclosed")
 
 
 def test_folder_layouts_and_two_files_for_one_student(tmp_path):

@@ -26,7 +26,9 @@ class FigureSpec:
     largest_batch: bool = False  # at the largest batch where both have a figure (else batch 1)
 
 
-# Adding a figure to run.sh: a row here (and, for a new method, config.TEST_METHODS).
+# Adding a figure to run.sh: a row here and its key in summary.Summary (the JSON's declared type;
+# tests/test_bench.py fails without it); a new method also needs config.METHODS, LABELS,
+# TEST_METHODS, REFERENCES and its call in methods.make_methods.
 FIGURES = (
     FigureSpec("kv_speedup_vs_naive", "throughput", "naive", "kv", "KV cache vs naive", (11.16, 13.78), True),
     FigureSpec(
