@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Extra pip index for torch, e.g. https://download.pytorch.org/whl/cpu for a CPU-only build.
 TORCH_INDEX ?=
 
-.PHONY: help venv lock-py310 test test-slow lint format starter check-starter bench clean
+.PHONY: help venv lock-py310 test test-grading test-slow lint format starter check-starter bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,13 +28,16 @@ lock-py310:  ## regenerate autograder/constraints-py310.txt (Gradescope's Python
 	{ grep '^#' autograder/constraints-py310.txt; build/venv310/bin/python -m pip freeze --all --exclude pip; } > build/constraints.txt
 	mv build/constraints.txt autograder/constraints-py310.txt
 
-test: venv  ## lint, starter drift check, and the fast test suites (what CI runs)
+test: venv  ## lint, starter drift check, and the fast tests (CI runs it first, then test-grading)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m infkit.starter --check
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow and not grading" tests
 
-test-slow: venv  ## the slow checks too (GPT-2-sized fixtures, repeated grading)
+test-grading: venv  ## the complete gradings (solution, starter, speed verdicts, cheats, a class export)
+	$(PY) -m pytest -q -m "grading and not slow" tests
+
+test-slow: venv  ## every test: the fast ones, the gradings and the slow checks (GPT-2-sized fixtures, repeated grading)
 	$(PY) -m pytest -q -m "slow or not slow" tests
 
 lint: venv  ## ruff lint
@@ -85,8 +88,8 @@ autograder: venv check-starter  ## build build/autograder.zip (upload it to Grad
 grade-under-load: venv  ## grade the solution RUNS times beside HOGS busy processes [QUOTA=0.5 of a core] (load never costs points)
 	$(PY) -m autograder.under_load --runs $(or $(RUNS),10) --hogs $(or $(HOGS),2) $(if $(QUOTA),--cpu-quota $(QUOTA))
 
-grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...]
-	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS)
+grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...] [ROW="KV 5/5"]
+	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS) $(if $(ROW),--row "$(ROW)")
 
 # A whole class through the same flow: grades.csv, results/, report.html (autograder/grade_all.py).
 .PHONY: grade-all

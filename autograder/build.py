@@ -116,7 +116,7 @@ def handout_files() -> list[tuple[str, Path]]:
         ("README.md", HERE / "handout_README.md"),
         ("Makefile", HERE / "handout_Makefile"),
         ("requirements.txt", ROOT / "requirements.txt"),
-        ("pyproject.toml", ROOT / "pyproject.toml"),
+        ("pyproject.toml", HERE / "handout_pyproject.toml"),  # pytest's settings only: no staff tools
         ("run.sh", ROOT / "run.sh"),
     ]
     files += [(p.relative_to(ROOT).as_posix(), p) for p in _package(ROOT / "infkit", NOT_FOR_STUDENTS)]

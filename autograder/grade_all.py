@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import grade_all_diff, grade_all_report, local, sandbox, text
 from .grade_all_inputs import InputError, Submission, find_submissions
+from .rows import error_row, flags_of
 
 # One grading keeps one core busy: the harness waits while its single-threaded worker runs. Its
 # wall-clock limits (per test, and the 8-minute budget) are what an oversubscribed machine would
@@ -96,17 +97,9 @@ def fallback_results(why: str) -> dict:
         "score": 0.0,
         "execution_time": 0,
         "output": why,
-        "tests": [
-            {
-                "name": "Autograder error",
-                "score": 0.0,
-                "max_score": 0.0,
-                "status": "failed",
-                "output": why,
-                "visibility": "visible",
-            }
-        ],
+        "tests": [error_row(why)],
         "leaderboard": [],
+        "extra_data": {"flags": ["autograder_error"]},
     }
 
 
@@ -187,8 +180,7 @@ class GradingStopped(Exception):
 
 
 def _cleanup_flags(results: dict) -> list[str]:
-    flags = results.get("flags") if isinstance(results, dict) else None
-    return [f for f in flags or [] if isinstance(f, str) and f.startswith(sandbox.CLEANUP_FLAG)]
+    return [f for f in flags_of(results) if f.startswith(sandbox.CLEANUP_FLAG)]
 
 
 def run_batch(

@@ -205,14 +205,18 @@ def _from_export(root: Path) -> tuple[list[Submission], list[str]]:
 
 def parse_metadata(text: str) -> dict[str, list[dict]]:
     """{submission folder: [{"name", "email", "sid"}, ...]}, from Gradescope's YAML (keys are
-    Ruby symbols such as `:submitters:`). PyYAML when it is installed and the file loads; else a
-    line reader for that one shape. Unknown tags (`!ruby/object:...`) are read as plain values."""
+    Ruby symbols such as `:submitters:`), read with PyYAML. Unknown tags (`!ruby/object:...`)
+    are read as plain values; a file that is not YAML is an InputError that says so."""
+    import yaml
+
     try:
         data = _load_yaml(text)
-    except Exception:  # no PyYAML, or YAML it cannot load: the line reader still gets the names
-        return _read_lines(text)
+    except yaml.YAMLError as e:
+        raise InputError(
+            f"{METADATA} is not valid YAML ({e}); fix or remove it to grade without names"
+        ) from e
     if not isinstance(data, dict):
-        return _read_lines(text)
+        return {}
     meta = {}
     for key, value in data.items():
         value = _strip_colons(value)
@@ -249,33 +253,3 @@ def _strip_colons(value):
     if isinstance(value, list):
         return [_strip_colons(v) for v in value]
     return value
-
-
-_TOP_KEY = re.compile(r"^([^\s#:][^:]*|:[^:\s][^:]*):\s*$")
-_FIELD = re.compile(r"^\s*(-\s+)?:?(name|email|sid):\s*(.*?)\s*$")
-
-
-def _read_lines(text: str) -> dict[str, list[dict]]:
-    meta, key, people, in_submitters, indent = {}, None, None, False, 0
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        depth = len(line) - len(line.lstrip())
-        top = _TOP_KEY.match(line)
-        if top and depth == 0:
-            key, in_submitters = top.group(1).lstrip(":"), False
-            people = meta.setdefault(key, [])
-            continue
-        if key is None:
-            continue
-        if re.match(r"^\s*:?submitters:\s*$", line):
-            in_submitters, indent = True, depth
-            continue
-        if in_submitters and depth <= indent and not line.lstrip().startswith("-"):
-            in_submitters = False
-        field_match = _FIELD.match(line) if in_submitters else None
-        if field_match:
-            if field_match.group(1) or not people:
-                people.append({})
-            people[-1][field_match.group(2)] = field_match.group(3).strip("'\"")
-    return meta

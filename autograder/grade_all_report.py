@@ -1,5 +1,7 @@
-"""grades.csv and report.html of `make grade-all`, read from the results.json files generically
-(each test by its name, score, max_score, status and output: no row positions assumed)."""
+"""grades.csv and report.html of `make grade-all`, read from the results.json files generically:
+each test by its name, score and max_score, and what decided it by its machine-readable record
+(extra_data, autograder/harness.py row_record), never by the wording of its output; no row
+positions assumed."""
 
 import base64
 import csv
@@ -12,22 +14,36 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from . import text
+from .rows import flags_of
 
 FIXED_COLUMNS = ["id", "student", "email", "sid", "total", "max", "status", "problems"]
-NO_MODEL = "No model.py in your submission"
 PRINTED = "\nThe last lines your code printed"
-# What a test's output says when its grading hit a limit or could not be measured: (kind, words).
-LIMITS = [
-    ("time limit", re.compile(r"did not finish within|time budget ran out|timed out|CPU time limit", re.I)),
-    ("memory limit", re.compile(r"ran out of memory|MemoryError", re.I)),
-    ("worker crashed", re.compile(r"killed by signal|the grader's process ended", re.I)),
-    ("output limit", re.compile(r"printed more than|wrote more than \d+ MB|far larger than", re.I)),
-    ("not measured", re.compile(r"not measured", re.I)),
-    (
-        "autograder error",
-        re.compile(r"^ERROR:|internal error|Autograder error|could not run the harness", re.I),
-    ),
-]
+# A row's stage (and the limit a crashed or skipped worker hit) -> the kind of problem staff
+# look at (the "limits" table). Stages not listed are the student's own results.
+STAGE_KINDS = {
+    "timed_out": "time limit",
+    "not_measured": "not measured",
+    "autograder_error": "autograder error",
+}
+LIMIT_KINDS = {
+    "cpu": "time limit",
+    "time budget": "time limit",
+    "memory": "memory limit",
+    "output": "output limit",
+    "signal": "worker crashed",
+    "exit": "worker crashed",
+}
+
+
+def record_of(test: dict) -> dict:
+    """A row's machine-readable record (empty for rows written without one)."""
+    record = test.get("extra_data")
+    return record if isinstance(record, dict) else {}
+
+
+def limit_kind(test: dict) -> str | None:
+    record = record_of(test)
+    return STAGE_KINDS.get(record.get("stage")) or LIMIT_KINDS.get(record.get("limit"))
 
 
 def tests_of(results: dict) -> list[dict]:
@@ -53,10 +69,8 @@ def problems(record) -> list[str]:
     found = list(record.sub.problems)
     if record.status != "graded":
         found.append(record.status)
-    if NO_MODEL in str(record.results.get("output", "")):
-        found.append("no model.py")
-    flags = record.results.get("flags")  # the harness's flags for staff review (refused, ...)
-    found += [text.clean(f, text.NAME_LIMIT) for f in flags] if isinstance(flags, list) else []
+    for flag in flags_of(record.results):  # the harness's flags for staff review
+        found.append("no model.py" if flag == "no_model" else text.clean(flag, text.NAME_LIMIT))
     return found
 
 
@@ -85,28 +99,39 @@ def failure_text(output: str) -> str:
     return " ".join(str(output).split(PRINTED)[0].split())
 
 
-def normalise(message: str) -> str:
-    """The same mistake as one line: numbers (positions, sizes, timings) become #."""
-    text = re.sub(
-        r"\(it holds: .*?\)(?=\.( |$))", "(it holds: ...)", failure_text(message)
-    )  # the upload's file names
-    text = re.sub(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", text)
-    return text[:300]
+def failure_key(test: dict) -> str:
+    """What went wrong in a row, from its record: piece, behaviour, stage, and the error type or
+    limit where there is one (the same mistake reads the same whatever the message's wording)."""
+    record = record_of(test)
+    what = " ".join(str(record[k]) for k in ("piece", "behaviour") if record.get(k)) or str(test.get("name"))
+    detail = record.get("error") or record.get("limit") or record.get("cause")
+    return f"{what}: {record.get('stage', 'unknown')}" + (f" ({detail})" if detail else "")
 
 
 def failure_groups(records) -> list[tuple[str, int, list[str], list[str]]]:
-    """(message, submissions, tests, example ids), most common first, for tests not passed."""
+    """(what went wrong, submissions, tests, example ids), most common first, for tests not passed."""
     subs, tests = defaultdict(list), defaultdict(dict)
     for r in records:
         for t in tests_of(r.results):
             if t.get("status") == "passed" and float(t.get("score") or 0) >= float(t.get("max_score") or 0):
                 continue
-            key = normalise(t.get("output", ""))
+            key = failure_key(t)
             if r.sub.id not in subs[key]:
                 subs[key].append(r.sub.id)
             tests[key][str(t["name"])] = None
     groups = [(k, len(v), list(tests[k]), v[:5]) for k, v in subs.items()]
     return sorted(groups, key=lambda g: (-g[1], g[0]))
+
+
+def first_messages(records) -> dict[str, str]:
+    """failure_key -> the output of the first row with that key (shown beside the group, never
+    used to form it)."""
+    said = {}
+    for r in records:
+        for t in tests_of(r.results):
+            if t.get("status") != "passed":
+                said.setdefault(failure_key(t), failure_text(t.get("output", "")))
+    return said
 
 
 def limit_rows(records) -> list[tuple[str, str, str, str, str]]:
@@ -128,7 +153,7 @@ def limit_rows(records) -> list[tuple[str, str, str, str, str]]:
         for t in tests_of(r.results):
             output = failure_text(t.get("output", ""))
             status = str(t.get("status", ""))
-            kinds = [kind for kind, words in LIMITS if words.search(output)]
+            kinds = [kind] if (kind := limit_kind(t)) else []
             if status not in ("passed", "failed"):
                 kinds.insert(0, status)
             if kinds:
@@ -288,11 +313,18 @@ def write_report(records, notes, out: Path, diff=None, tests=None) -> Path:
             "<h2>Most common failure messages</h2><p>Numbers are shown as # so that one mistake is one line.</p>"
         )
         groups = failure_groups(records)[:30]
+        said = first_messages(records)
         parts.append(
             _table(
-                ["submissions", "message", "tests", "for example"],
+                ["submissions", "what went wrong", "tests", "for example", "what the first one was told"],
                 [
-                    (c, f'<span class="msg">{_e(m)}</span>', _e("; ".join(t)), _e(", ".join(ids)))
+                    (
+                        c,
+                        _e(m),
+                        _e("; ".join(t)),
+                        _e(", ".join(ids)),
+                        f'<span class="msg">{_e(said.get(m, "")[:300])}</span>',
+                    )
                     for m, c, t, ids in groups
                 ],
             )

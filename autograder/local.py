@@ -45,6 +45,7 @@ def grade_in_root(
     *,
     upload_name: str | None = None,
     tests: str | None = None,
+    row: str | None = None,
     log=None,
     timeout_s: float | None = None,
     stop: threading.Event | None = None,
@@ -55,6 +56,7 @@ def grade_in_root(
 
     upload_name: the name the file gets in ROOT/submission (default: its own name).
     tests: pieces for AUTOGRADER_TESTS (their public tests only), e.g. "buffers,prefill".
+    row: AUTOGRADER_ROW, the rows whose name contains it (rubric.select_rows), e.g. "KV 5/5".
     log: a file object for the harness's output (default: this process's stdout).
     The harness runs in its own session, so a Ctrl-C at the terminal reaches only the caller;
     setting `stop` or passing `timeout_s` interrupts it (SIGINT, then SIGKILL)."""
@@ -73,8 +75,11 @@ def grade_in_root(
         env.pop("AUTOGRADER_TESTS", None)
         if worker_user:  # parallel gradings as root: each its own account (end_job kills by account)
             env["AUTOGRADER_WORKER_USER"] = worker_user
+        env.pop("AUTOGRADER_ROW", None)
         if tests:
             env["AUTOGRADER_TESTS"] = tests
+        if row:
+            env["AUTOGRADER_ROW"] = row
         proc = subprocess.Popen(
             [sys.executable, "-m", "autograder.harness"],
             cwd=paths.ROOT,
@@ -124,8 +129,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("submission", type=Path, help="a model.py, or a folder as uploaded")
     parser.add_argument("--results", type=Path, default=Path("build/results.json"))
+    parser.add_argument(
+        "--row",
+        help="re-run only the rows whose name contains this (and the speed tests that gate them), "
+        'e.g. "KV 5/5 generate_kv: edge_lengths (hidden"',
+    )
     args = parser.parse_args(argv)
-    graded = grade_in_root(args.submission, tests=os.environ.get("AUTOGRADER_TESTS"))
+    graded = grade_in_root(args.submission, tests=os.environ.get("AUTOGRADER_TESTS"), row=args.row)
     if graded.results is None:
         print("no results.json was written: that is a harness bug", file=sys.stderr)
         return 1

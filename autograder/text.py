@@ -40,8 +40,9 @@ def clean_results(results: dict) -> dict:
     """results.json with every text that can hold the upload's words cleaned, in place."""
     if isinstance(results.get("output"), str):
         results["output"] = clean(results["output"])
-    if isinstance(results.get("flags"), list):
-        results["flags"] = [clean(f, NAME_LIMIT) for f in results["flags"]]
+    extra = results.get("extra_data")
+    if isinstance(extra, dict) and isinstance(extra.get("flags"), list):
+        extra["flags"] = [clean(f, NAME_LIMIT) for f in extra["flags"]]
     for row in results.get("tests") or []:
         if not isinstance(row, dict):
             continue

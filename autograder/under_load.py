@@ -68,7 +68,7 @@ def _one_run(run: int, file: Path) -> tuple[bool, bool]:
     (KEPT / f"run-{run}.json").write_text(json.dumps(graded.results, indent=1))
     rows = (graded.results or {}).get("tests", [])
     total = sum(r["max_score"] for r in rows)
-    unmeasured = [r["name"] for r in rows if r["output"].startswith("NOT MEASURED")]
+    unmeasured = [r["name"] for r in rows if r.get("extra_data", {}).get("stage") == "not_measured"]
     failed = [r["name"] for r in rows if r["status"] != "passed" and r["name"] not in unmeasured]
     score = (graded.results or {}).get("score", 0)
     print(

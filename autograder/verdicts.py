@@ -22,13 +22,15 @@ def speed_test(grader, test: rubric.Test) -> str:
     fx = policy.fixture
     (result,) = grader.run_job(test)
     if result["error"] is not None:
-        checks.judge(policy.piece, grader.ref, {}, result["error"])
+        _failed_on_fixture(grader, test.piece, result["error"])
     rec = result["rec"]
     secs = {k: statistics.median(float(x) for x in v) for k, v in rec["seconds"].items()}
     if min(secs.values()) <= 0:
         raise checks.CheckFailed("the grader could not read your code's timings.")
     model, expected = speed.expected_outputs(fx, grader.ref)
-    checks.compare_greedy(model, rec["out_student"], expected, f"{policy.method} on the speed fixture")
+    _compare_on_fixture(
+        grader, test.piece, model, rec["out_student"], expected, f"{policy.method} on the speed fixture"
+    )
     grader.speed_records[test.piece] = (secs, rec, model, expected)
     mine = secs["student"]
     detail = (
@@ -43,7 +45,23 @@ def speed_test(grader, test: rubric.Test) -> str:
     detail += f"; {confirm_detail}" if confirm_detail else ""
     if cpu_ratio < policy.min_ratio:
         raise checks.CheckFailed(f"too slow: {detail}.")
+    grader.speed_passed.add(test.piece)
     return detail
+
+
+def _failed_on_fixture(grader, piece: str, error: dict):
+    """The student's code raised on the speed fixture: remember what (a prerequisite that raised
+    the same may explain it, apply_gates), then fail the row with the student's own error."""
+    grader.speed_failure[piece] = {"kind": "raised", "type": error.get("type"), "where": error.get("where")}
+    checks.raise_for_error(rubric.SPEED[piece].piece, error)
+
+
+def _compare_on_fixture(grader, piece: str, model, got, expected, what: str):
+    try:
+        checks.compare_greedy(model, got, expected, what)
+    except checks.CheckFailed:
+        grader.speed_failure[piece] = {"kind": "wrong_output"}
+        raise
 
 
 def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
@@ -57,7 +75,7 @@ def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
     for role in roles:
         (result,) = grader.run_job(test, role=role)
         if result["error"] is not None:
-            checks.judge(policy.piece, grader.ref, {}, result["error"])
+            _failed_on_fixture(grader, test.piece, result["error"])
         cpu[role] = min(cpu.get(role, float("inf")), grader.last_cpu_s - grader.last_setup_cpu_s)
         if role in checked:
             model, expected = checked[role]
@@ -66,7 +84,9 @@ def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
                 raise checks.CheckFailed("the grader got incomplete outputs from your code.")
             drafted = " with a draft that never agrees" if role == "stranger" else ""
             for i, (got, want) in enumerate(zip(outputs, expected)):
-                checks.compare_greedy(model, got, want, f"{policy.method}{drafted} on speed prompt {i}")
+                _compare_on_fixture(
+                    grader, test.piece, model, got, want, f"{policy.method}{drafted} on speed prompt {i}"
+                )
 
 
 def _cpu_expected(grader, piece: str, role: str):
@@ -125,7 +145,7 @@ def draft_sensitivity(
 
     Each role's CPU is its timed calls' alone: the worker's CPU less its own set-up's, read
     by the kernel in between (sandbox.run_worker). A worker's fixed cost (imports, fixtures;
-    about 6 s of CPU, varying by 0.5-1.5 s between processes on a busy machine) would
+    about 2 s of CPU (1.9-2.5 s measured, docs/grading.md), varying by a second or more) would
     otherwise sit in a difference of a few seconds. Each role is measured at least twice and
     keeps its least CPU time, so one disturbed stranger run cannot confirm a decoder whose
     cost ignores the draft, and a difference below the bar is measured again like
@@ -156,34 +176,40 @@ def same_ratio(grader, test: rubric.Test, policy: rubric.SpeedPolicy, cpu_ratio:
 CONFIRMATIONS = {"same_ratio": same_ratio, "draft_sensitivity": draft_sensitivity}
 
 
-def _tokens_per_s(record, fx) -> float:
-    secs = record[0]
-    return fx.batch * fx.new / secs["student"]
+def _kernel_per_call(grader, piece: str):
+    """(naive, student) CPU seconds per call from the kernel-timed workers, or None where the
+    speed test did not pass: only calls whose outputs the grader checked count."""
+    cpu = grader.kernel_cpu.get(piece, {})
+    if piece not in grader.speed_passed or not {"naive", "student"} <= set(cpu):
+        return None
+    n_naive, n_student = rubric.SPEED[piece].fixture.calls
+    return _per_call(cpu, "naive", n_naive), _per_call(cpu, "student", n_student)
 
 
-def _over_generate_kv(record, fx) -> float:
-    """The student's generate_kv time over their speculative time, where generate_kv was timed
-    and its output is right; else 0."""
-    secs, rec, model, expected = record
-    try:
-        if "kv" in secs and not checks.compare_greedy(model, rec["out_kv"], expected, "generate_kv"):
-            return secs["kv"] / secs["student"]
-    except checks.CheckFailed:
-        pass
-    return 0.0
+def _tokens_per_s(grader, piece: str) -> float:
+    """Tokens per CPU second of the student's kernel-timed calls."""
+    per_call = _kernel_per_call(grader, piece)
+    fx = rubric.SPEED[piece].fixture
+    return fx.batch * fx.new / per_call[1] if per_call else 0.0
 
 
-LEADERBOARD_FIGURES = {"tokens_per_s": (_tokens_per_s, 1), "over_generate_kv": (_over_generate_kv, 3)}
+def _over_naive(grader, piece: str) -> float:
+    """The kernel-timed ratio naive / student of the speed test."""
+    per_call = _kernel_per_call(grader, piece)
+    return per_call[0] / per_call[1] if per_call else 0.0
+
+
+# rubric.LEADERBOARD's figures: every one from kernel-timed calls whose outputs were checked
+# (the in-process timings are the upload's to steer, so they are shown, never ranked)
+LEADERBOARD_FIGURES = {"tokens_per_s": (_tokens_per_s, 1), "over_naive": (_over_naive, 2)}
 
 
 def leaderboard(grader) -> list:
-    """rubric.LEADERBOARD's entries, 0 where their speed test did not run or failed early."""
+    """rubric.LEADERBOARD's entries, 0 where their speed test did not pass."""
     entries = []
     for name, piece, figure in rubric.LEADERBOARD:
         compute, digits = LEADERBOARD_FIGURES[figure]
-        record = grader.speed_records.get(piece)
-        value = compute(record, rubric.SPEED[piece].fixture) if record else 0.0
-        entries.append({"name": name, "value": round(value, digits), "order": "desc"})
+        entries.append({"name": name, "value": round(compute(grader, piece), digits), "order": "desc"})
     return entries
 
 
@@ -191,22 +217,52 @@ def leaderboard(grader) -> list:
 # After all rows
 
 
+NOT_MEASURED_GATE = (
+    "NOT MEASURED: your code passed this check, but its points also need the speed test's "
+    "confirmation that {method} shows {what}, and the grading machine was too busy to time it. "
+    "This says nothing about your code: the course staff will re-run the grading, which scores this row."
+)
+
+
 def apply_gates(grader, tests, rows):
     """Rows whose check counts tokens with hooks inside the student's process keep their points
-    only if the kernel-timed confirmation of their speed test (rubric.SPEED) reaches its ratio.
-    A confirmation that could not be measured because the machine was busy takes nothing; one
-    that could not be measured because the student's code failed on the speed fixture does."""
+    only with their evidence: the kernel-timed confirmation of their speed test (rubric.SPEED)
+    measured at or above its bar, or a prerequisite whose failure explains why it could not be
+    measured (the same failure seen again on the speed fixture, prerequisite_explains). A
+    confirmation the machine was too busy to measure withholds the points as NOT MEASURED,
+    flagged for staff (a re-run scores them)."""
     failed = _failed_public_pieces(tests, rows)
     for piece, policy in rubric.SPEED.items():
         row = next((r for t, r in zip(tests, rows) if t.piece == piece), None)
-        if row is None or row["output"].startswith("ERROR") or piece in grader.not_measured:
-            continue  # not part of this run, failed on our side, or too busy to measure
+        if row is None or row["extra_data"]["stage"] == "autograder_error":
+            continue  # not part of this run, or failed on our side
         ratio = grader.confirmed.get(piece)
         if ratio is not None and ratio >= policy.confirm_ratio:
             continue
-        if ratio is None and failed & set(rubric.PREREQUISITES.get(policy.piece, ())):
-            continue  # its speed test failed because a piece it uses fails: that costs points there
+        gated = [(t, r) for t, r in zip(tests, rows) if t.piece in policy.gated and r["status"] == "passed"]
+        if not gated:
+            continue
+        # a speed test the machine was too busy for, or that the time budget left unrun, is no
+        # evidence either way: withheld for staff to re-run, never paid and never failed
+        if piece in grader.not_measured or row["extra_data"]["stage"] in ("not_measured", "not_run"):
+            message = NOT_MEASURED_GATE.format(method=policy.method, what=policy.confirm_what)
+            for _, r in gated:
+                r.update(score=0.0, status="failed", output=message)
+                r["extra_data"].update(
+                    stage="not_measured",
+                    withheld=r["max_score"],
+                    decided_by="autograder/verdicts.py:apply_gates",
+                )
+            continue
         if ratio is None:
+            explained_by = prerequisite_explains(grader, piece, failed)
+            if explained_by:
+                for _, r in gated:
+                    r["output"] += (
+                        f"\n(Its speed test could not confirm it because your {explained_by} fails there too; "
+                        "that mistake costs its own rows.)"
+                    )
+                continue
             why = (
                 f"the speed test, which confirms this by measuring the cost, could not run your "
                 f"{policy.method} (see that test's message)"
@@ -216,16 +272,60 @@ def apply_gates(grader, tests, rows):
                 f"the speed test measured {policy.confirm_measures} {ratio:.2f} by the kernel's CPU accounting, "
                 f"where a correct {policy.method} measures well above {policy.confirm_ratio}: {policy.confirm_fails}"
             )
-        for test, r in zip(tests, rows):
-            if test.piece in policy.gated and r["status"] == "passed":
-                message = f"FAIL: {policy.method} must show {policy.confirm_what}; {why}."
-                r.update(score=0.0, status="failed", output=message)
+        message = f"FAIL: {policy.method} must show {policy.confirm_what}; {why}."
+        for _, r in gated:
+            r.update(score=0.0, status="failed", output=message)
+            r["extra_data"].update(stage="gated", decided_by="autograder/verdicts.py:apply_gates", gate=piece)
+
+
+def prerequisite_explains(grader, piece: str, failed: set) -> str | None:
+    """The prerequisite (rubric.PREREQUISITES) whose failure explains why the speed test `piece`
+    failed on the student's code, or None. It explains it only if its own check, run again on
+    the speed fixture's model, fails the same way there: the same exception at the same line, or
+    wrong values where the speed test got wrong outputs. A failure staged for the public probes
+    alone therefore explains nothing."""
+    failure = grader.speed_failure.get(piece)
+    policy = rubric.SPEED[piece]
+    if failure is None:
+        return None
+    fx = policy.fixture
+    for prerequisite in rubric.PREREQUISITES.get(piece, ()):
+        if prerequisite not in failed or prerequisite == policy.piece:
+            continue
+        test = rubric.Test(
+            f"{prerequisite} on the {piece} fixture",
+            "check",
+            prerequisite,
+            0.0,
+            rubric.HIDDEN,
+            dict(fx.target),
+            (fx.seed,),
+        )
+        try:
+            (outcomes,) = grader._judge_piece(test)
+        except Exception:  # it could not even run there: no evidence
+            continue
+        for outcome in outcomes.values():
+            if outcome.passed:
+                continue
+            if failure["kind"] == "raised":
+                error = outcome.error or {}
+                if (error.get("type"), error.get("where")) == (failure["type"], failure["where"]):
+                    return prerequisite
+            elif outcome.stage == "check_failed":
+                return prerequisite
+    return None
 
 
 def _failed_public_pieces(tests, rows) -> set:
     return {
-        t.piece for t, r in zip(tests, rows) if r["status"] != "passed" and t.visibility == rubric.VISIBLE
+        t.piece
+        for t, r in zip(tests, rows)
+        if r["status"] != "passed" and t.visibility == rubric.VISIBLE and t.kind == "check"
     }
+
+
+STUDENT_FAILURES = ("check_failed", "raised", "not_implemented", "timed_out", "crashed")
 
 
 def name_prerequisites(tests, rows):
@@ -233,8 +333,10 @@ def name_prerequisites(tests, rows):
     one first (rubric.PREREQUISITES), so one mistake reads as one mistake."""
     failed = _failed_public_pieces(tests, rows)
     for test, row in zip(tests, rows):
-        if row["status"] == "passed" or row["output"].startswith(("ERROR", "NOT MEASURED")):
+        if row["status"] == "passed" or row["extra_data"]["stage"] not in STUDENT_FAILURES:
             continue
-        before = [p for p in rubric.PREREQUISITES.get(test.piece, ()) if p in failed]
+        before = [p for p in rubric.PREREQUISITES.get(test.piece, ()) if p in failed and p != test.piece]
         if before:
             row["output"] += f"\n(Fix {' and '.join(before)} first: {test.piece} uses it, and it fails too.)"
+            record = row["extra_data"]
+            record.update(stage="prerequisite_failed", cause=record["stage"], prerequisites=before)

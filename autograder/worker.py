@@ -75,11 +75,15 @@ def main(job_dir: Path) -> None:
         torch.save(out, job_dir / "out.pt")
         return
     pin_threads()  # the upload may have asked for more at import
-    if job["kind"] == "check":
-        for seed in job["seeds"]:
-            pin_threads()
-            rec, err = checks.probe(job["piece"], module, shape=job["shape"], seed=seed)
-            out["results"].append({"rec": rec, "error": None if err is None else checks.describe_error(err)})
+    if job["kind"] in ("check", "checks"):  # one piece, or a batch of pieces (a list each)
+        for one in job["jobs"] if job["kind"] == "checks" else [job]:
+            per_seed = []
+            for seed in one["seeds"]:
+                pin_threads()
+                rec, errors = checks.probe(one["piece"], module, shape=one["shape"], seed=seed)
+                described = {behaviour: checks.describe_error(e) for behaviour, e in errors.items()}
+                per_seed.append({"rec": rec, "errors": described})
+            out["results"] += per_seed if job["kind"] == "check" else [per_seed]
     elif job["kind"] == "sampling":
         from infkit import sampling_check
 

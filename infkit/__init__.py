@@ -1,14 +1,27 @@
 """infkit: the shared machinery of the fast-inference course kit.
 
-One importable package used by run.sh, the autograder, the notebook and the tests:
-  paths      where the solution, the starter and caches live
-  loading    import a model.py from any path (a student's, the starter, the solution)
-  tokenizer  the GPT-2 BPE, built offline from files with known hashes
-  corpus     the prompt corpus (256-token windows of a long public-domain novel)
-  fixtures   seeded random-weight models: tiny, GPT-2 shapes, and a draft/target pair
-  hf         the transformers twin of a fixture, the external oracle
-  timing     synchronised wall-clock timing with medians
-  starter    generate starter/model.py from solution/model.py
+One importable package used by run.sh, the autograder, the notebook and the tests. Its modules
+(tests/test_docs.py holds this list equal to the package's):
+  agreeing_draft   a draft that always agrees, at the real draft's cost: run.sh's ceiling row
+  bench            the throughput and latency tests behind run.sh (a subpackage)
+  bench_models     the benchmark's models: a draft/target pair and their transformers twins
+  checks           the correctness checks of each piece (public tests, autograder, notebook)
+  corpus           the prompt corpus (256-token windows of a long public-domain novel)
+  fixtures         seeded random-weight models: tiny, GPT-2 shapes, and draft/target pairs
+  hf               the transformers twin of a model, the external oracle
+  hints            one or two lines on what to do about a common exception
+  inference_math   the written part's arithmetic (staff: the answer key's numbers)
+  loading          import a model.py from any path (a student's, the starter, the solution)
+  notebook         the helpers behind notebooks/inference.ipynb
+  pairs            measure the fixture pairs' agreement and cost (staff, docs/fixtures.md)
+  paths            where the solution, the starter and caches live
+  pieces           the pieces students write, the one list the rest reads
+  requirements     the package versions the kit accepts, and the notebook's install step
+  sampling_check   the statistical check of speculative sampling
+  starter          generate starter/model.py from solution/model.py
+  timing           synchronised wall-clock timing with medians
+  tokenizer        the GPT-2 BPE, built offline from files with known hashes
+  verify_cost      what a verify step costs against a one-token step (docs/performance.md)
 """
 
 __version__ = "0.1.0"

@@ -3,8 +3,8 @@ speculative decoding on a workload.
 
 Speculative decoding cannot shorten the prompt's prefill, and a round still costs one verify
 pass plus k draft steps however good the draft is. Running the tested generate_speculative with
-this draft measures what is left once agreement is perfect, so a student (or the staff) can
-tell "my draft disagrees too often" from "this workload leaves no room" (docs/performance.md).
+this draft measures what is left once agreement is perfect, so you can tell "my draft
+disagrees too often" from "this workload leaves no room".
 """
 
 import torch

@@ -60,7 +60,7 @@ def build(module, model: str, draft: str | None, pair: str, seed: int = 0) -> Mo
     if model is not None:
         target = load_pretrained(module, model)
         if target is not None:
-            draft_name = draft or "gpt2"  # gpt2 drafting for itself: the solution copies it
+            draft_name = draft or "gpt2"  # gpt2 drafting for itself: draft_model is target
             draft_model = target if draft_name == model else load_pretrained(module, draft_name)
             if draft_model is not None:
                 return Models(target, draft_model, f"{draft_name} -> {model}", "pretrained")
@@ -92,7 +92,7 @@ class Int8Head(nn.Module):
     """A draft's LM head with int8 weights (dynamic quantization, fbgemm; CPU only).
 
     Speculative decoding pays the draft's head (vocab x width) at every draft step, and on CPU
-    that one-row fp32 product is most of a small draft's step (docs/performance.md). The
+    that one-row fp32 product is most of a small draft's step. The
     draft's precision never changes what greedy speculative decoding outputs, only how often
     the target accepts, so a cheaper head is a cheaper draft. `weight` stays the fp32 tensor,
     for code that reads it."""

@@ -20,6 +20,7 @@ Run the checks against a model.py from the shell:  python -m infkit.checks PATH 
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 import os
@@ -43,9 +44,9 @@ EXACT = os.environ.get("INFKIT_EXACT") == "1"
 # this (float noise can flip the argmax); such a mismatch is excused and reported.
 NEAR_TIE = 1e-4 * TOL_SCALE
 
-# The public tests use these; the autograder's hidden tests pass other seeds and shapes.
+# The public tests use this shape; the autograder's hidden rows pass other seeds and shapes
+# (they live with the autograder only: autograder/rubric.py).
 PUBLIC_SHAPE = "tiny"
-HIDDEN_SHAPE = dict(n_layer=2, n_head=3, n_embd=48, vocab_size=384, block_size=96)
 
 LABELS = pieces.LABELS  # how messages name each piece
 
@@ -63,11 +64,6 @@ class FastPathFailed(CheckFailed):
 FAST_TOL = 1e-3
 FAST_PATH_WRONG = (
     "correct in DEBUG, wrong outside it (DEBUG = False, the code ./run.sh and the notebook time)"
-)
-MASK_HINT = (
-    "Look at the attention call and its mask: with fewer new queries than cached keys, "
-    "scaled_dot_product_attention(..., is_causal=True) aligns the mask to the top-left, so a new "
-    "token sees only the first keys; pass an explicit mask (or the given attend(q, k, v, q_start))."
 )
 
 
@@ -108,6 +104,27 @@ def _diff(got, expected) -> str:
 
 def _model(module, shape, seed):
     return fixtures.make_model(module, shape, seed=seed)
+
+
+# The reference's models and outputs, shared by the judges of one judge() call (several
+# behaviours compare with the same naive generate()); judge() empties it when it starts.
+_REFERENCE = {}
+
+
+def _once(key, compute):
+    if key not in _REFERENCE:
+        _REFERENCE[key] = compute()
+    return _REFERENCE[key]
+
+
+def _ref_model(ref, shape, seed):
+    return _once(("model", id(ref), repr(shape), seed), lambda: _model(ref, shape, seed))
+
+
+def _ref_generate(model, idx, new):
+    """The reference's greedy tokens for idx (naive generate), once per judge() call."""
+    key = ("generate", id(model), tuple(idx.shape), hash(tuple(idx.flatten().tolist())), new)
+    return _once(key, lambda: model.generate(idx, new, top_k=1))
 
 
 def _head_dim(model):
@@ -197,79 +214,177 @@ def _detach(t):
 
 
 # ---------------------------------------------------------------------------------------
+# Behaviours. Each piece's check is a set of named behaviours, each recorded and judged on its
+# own: an exception or a mismatch in one behaviour leaves the others' verdicts alone. The
+# autograder gives every behaviour its own rows and points (autograder/rubric.py).
+
+BEHAVIOURS = {
+    "buffers": {
+        "layout": "init_kv_cache registers kv_cache as a buffer laid out (2, batch, n_head, positions, head_dim)",
+        "dtype": "the cache takes the weights' dtype and device (allocated in a float32 and in a float64 model)",
+        "state": "the cache starts empty (seq_pos 0), is non-persistent and moves with the model (.double())",
+        "setup": "setup_kv_cache gives every layer a cache of block_size positions",
+    },
+    "prefill": {
+        "output": "forward() with enable_kv returns the same logits as without it",
+        "keys_values": "every layer's cache holds the prompt's keys (index 0) and values (index 1)",
+        "seq_pos": "every layer's seq_pos is the prompt's length afterwards",
+    },
+    "attn_decode": {
+        "one_token": "decode() of one new token equals forward() on the whole sequence",
+        "chunk": "decode() of several new tokens at once equals forward() (causal among the new tokens)",
+        "seq_pos": "decode() advances seq_pos by the number of new tokens",
+        "fast_path": "the same steps outside DEBUG (SDPA, the code ./run.sh times) equal forward()",
+    },
+    "gpt_decode": {
+        "logits": "GPT.decode gives forward()'s logits one token at a time, at the right positions",
+        "kv_pos": "kv_pos advances by one per decoded token",
+    },
+    "generate_kv": {
+        "ordinary": "the same tokens as generate() for ordinary prompts (batch 1 and 3)",
+        "edge_lengths": "the same tokens for a one-token prompt and for 0 and 1 new tokens",
+        "block_size": "the same tokens when generating up to exactly block_size",
+        "one_prefill": "one prefill of the prompt, then one token per decode step",
+        "fresh_cache": "a second call (after a longer first one) starts from an empty cache",
+        "fast_path": "the same tokens outside DEBUG (the code ./run.sh times)",
+    },
+    "speculative": {
+        "fixture_draft": "exactly the target's greedy tokens with the fixture draft",
+        "any_draft": "exactly the target's greedy tokens with a draft that never agrees and with an identical one",
+        "edge_lengths": "exactly greedy for 0 and 1 new tokens and for num_speculative above what is left",
+        "block_size": "exactly greedy when generating up to exactly block_size (no draft runs past it)",
+        "one_pass": "all drafted tokens of a round verified in one pass of the target",
+        "fast_path": "the same tokens outside DEBUG (the code ./run.sh times)",
+    },
+}
+assert tuple(BEHAVIOURS) == PIECES, "every checked piece of infkit/pieces.py needs its behaviours"
+
+
+@contextlib.contextmanager
+def _recording(rec, errors, *names):
+    """Record into rec[name] for each of `names`; an exception of the student's code becomes
+    the error of those behaviours (the first one each keeps) and the probe goes on."""
+    parts = [rec.setdefault(name, {}) for name in names]
+    try:
+        yield parts[0] if len(parts) == 1 else parts
+    except Exception as e:
+        for name in names:
+            errors.setdefault(name, e)
+
+
+# ---------------------------------------------------------------------------------------
 # 1. buffers
 
 
-def probe_buffers(module, rec, shape=PUBLIC_SHAPE, seed=0):
-    model = _model(module, shape, seed)
-    attn = model.transformer.h[0].attn
-    rec["weights_dtype"] = str(attn.c_attn.weight.dtype)
-    attn.init_kv_cache(3, 40)
+def _cache_record(attn, rec):
     buffers = dict(attn.named_buffers())
-    rec["registered"] = isinstance(buffers.get("kv_cache"), torch.Tensor)
-    if not rec["registered"]:
-        return
-    cache = buffers["kv_cache"]
-    rec["shape"] = list(cache.shape)
-    rec["dtype"] = str(cache.dtype)
-    rec["device"] = str(cache.device)
-    rec["seq_pos"] = _as_int(getattr(attn, "seq_pos", None))
-    rec["persistent"] = any("kv_cache" in k for k in model.state_dict())
-    model.double()
-    rec["dtype_after_double"] = str(attn.kv_cache.dtype)
-    model.float()
-    model.setup_kv_cache(2)
-    rec["setup_shapes"] = [
-        None if block.attn.kv_cache is None else list(block.attn.kv_cache.shape)
-        for block in model.transformer.h
-    ]
+    cache = buffers.get("kv_cache")
+    rec["registered"] = isinstance(cache, torch.Tensor)
+    if rec["registered"]:
+        rec.update(shape=list(cache.shape), dtype=str(cache.dtype), device=str(cache.device))
+    rec["weights_dtype"] = str(attn.c_attn.weight.dtype)
+    rec["weights_device"] = str(attn.c_attn.weight.device)
 
 
-def judge_buffers(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
-    """Only what changes behaviour is checked: the layout decode() and the grader index into,
-    the weights' dtype and device (another dtype fails or loses precision in attention), an
-    empty cache (seq_pos 0), non-persistence (state_dict() and checkpoint loading unchanged) and
-    a buffer that moves with the model. The initial values are not checked: no correct program
-    reads a position before writing it, so torch.empty is as good as torch.zeros."""
+def probe_buffers(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
+    with _recording(rec, errors, "layout") as r:
+        attn = _model(module, shape, seed).transformer.h[0].attn
+        attn.init_kv_cache(3, 40)
+        _cache_record(attn, r)
+    with _recording(rec, errors, "dtype") as r:
+        r["allocations"] = []
+        for dtype in (torch.float32, torch.float64):  # a second dtype: float32 alone proves nothing
+            attn = _model(module, shape, seed).to(dtype).transformer.h[0].attn
+            attn.init_kv_cache(3, 40)
+            one = {}
+            _cache_record(attn, one)
+            r["allocations"].append(one)
+    with _recording(rec, errors, "state") as r:
+        model = _model(module, shape, seed)
+        attn = model.transformer.h[0].attn
+        attn.init_kv_cache(3, 40)
+        r["seq_pos"] = _as_int(getattr(attn, "seq_pos", None))
+        r["persistent"] = any("kv_cache" in k for k in model.state_dict())
+        before = getattr(attn, "kv_cache", None)
+        model.double()
+        after = getattr(attn, "kv_cache", None)
+        r["dtype_before"] = str(getattr(before, "dtype", None))
+        r["dtype_after_double"] = str(getattr(after, "dtype", None))
+    with _recording(rec, errors, "setup") as r:
+        model = _model(module, shape, seed)
+        model.setup_kv_cache(2)
+        r["setup_shapes"] = [
+            list(b.attn.kv_cache.shape)
+            if isinstance(getattr(b.attn, "kv_cache", None), torch.Tensor)
+            else None
+            for b in model.transformer.h
+        ]
+
+
+def _expected_cache_shape(shape, batch=3, positions=40):
     cfg = fixtures.config_kwargs(shape)
+    return [2, batch, cfg["n_head"], positions, cfg["n_embd"] // cfg["n_head"]]
+
+
+def _judge_layout(ref, rec, shape, seed) -> str:
     if "registered" not in rec:
         return ""
     if not rec["registered"]:
         _fail("init_kv_cache must register the cache with self.register_buffer('kv_cache', ...).")
-    head_dim = cfg["n_embd"] // cfg["n_head"]
-    expected = [2, 3, cfg["n_head"], 40, head_dim]
-    got = rec["shape"]
+    expected, got = _expected_cache_shape(shape), rec["shape"]
     roomy = len(got) == 5 and got[1] >= 3 and got[3] >= 40  # more rows or positions change nothing
-    if not (roomy and [got[0], got[2], got[4]] == [2, cfg["n_head"], head_dim]):
+    if not (roomy and [got[0], got[2], got[4]] == [expected[0], expected[2], expected[4]]):
         _fail(
             f"kv_cache has shape {tuple(got)}; expected (2, batch_size, n_head, max_seq_len, "
             f"head_dim) = {tuple(expected)} for init_kv_cache(3, 40): decode() and the grader index "
             "it in that order."
         )
-    if rec["dtype"] != rec.get("weights_dtype", "torch.float32"):
-        _fail(
-            f"kv_cache is {rec['dtype']} but the weights are {rec.get('weights_dtype')}: allocate it with "
-            "dtype=self.c_attn.weight.dtype (a cache in another dtype breaks or blurs the attention "
-            "that multiplies it with the queries)."
-        )
-    if rec.get("device", "cpu") != "cpu":
-        _fail(
-            f"kv_cache is on {rec['device']}: allocate it on the weights' device, self.c_attn.weight.device."
-        )
-    if rec["seq_pos"] != 0:
-        _fail("init_kv_cache must leave self.seq_pos == 0 (an empty cache).")
-    if rec["persistent"]:
-        _fail("register the cache with persistent=False, so state_dict() and from_pretrained are unchanged.")
+    return f"init_kv_cache(3, 40) registered kv_cache {tuple(got)}"
+
+
+def _judge_dtype(ref, rec, shape, seed) -> str:
+    allocations = rec.get("allocations", [])
+    if len(allocations) != 2:
+        return ""
+    for one in allocations:
+        if not one["registered"]:
+            _fail("init_kv_cache must register the cache with self.register_buffer('kv_cache', ...).")
+        if one["dtype"] != one["weights_dtype"]:
+            _fail(
+                f"in a model whose weights are {one['weights_dtype']}, kv_cache is {one['dtype']}: allocate "
+                "it with dtype=self.c_attn.weight.dtype (a cache in another dtype breaks or blurs the "
+                "attention that multiplies it with the queries)."
+            )
+        if one["device"] != one["weights_device"]:
+            _fail(
+                f"kv_cache is on {one['device']} while the weights are on {one['weights_device']}: "
+                "allocate it on self.c_attn.weight.device."
+            )
+    return "kv_cache took the weights' dtype in a float32 and in a float64 model, on their device (CPU)"
+
+
+def _judge_state(ref, rec, shape, seed) -> str:
     if "dtype_after_double" not in rec:
         return ""
+    if rec["seq_pos"] != 0:
+        _fail(f"init_kv_cache must leave self.seq_pos == 0 (an empty cache); it is {rec['seq_pos']}.")
+    if rec["persistent"]:
+        _fail("register the cache with persistent=False, so state_dict() and from_pretrained are unchanged.")
+    if rec["dtype_before"] == "None":
+        _fail("init_kv_cache must register the cache with self.register_buffer('kv_cache', ...).")
     if rec["dtype_after_double"] != "torch.float64":
         _fail("the cache must move with the model (.to / .double): register it as a buffer.")
+    return "seq_pos 0 after init_kv_cache, kv_cache not in state_dict(), converted by model.double()"
+
+
+def _judge_setup(ref, rec, shape, seed) -> str:
     if "setup_shapes" not in rec:
         return ""
+    block = fixtures.config_kwargs(shape)["block_size"]
     for i, s in enumerate(rec["setup_shapes"]):
-        if s is None or len(s) != 5 or s[1] < 2 or s[3] < cfg["block_size"]:
+        if s is None or len(s) != 5 or s[1] < 2 or s[3] < block:
             _fail(f"setup_kv_cache(2) left layer {i} without a (2, >=2, n_head, block_size, head_dim) cache.")
-    return f"kv_cache {tuple(expected)} registered, non-persistent, follows the model's dtype"
+    return f"setup_kv_cache(2) gave all {len(rec['setup_shapes'])} layers a cache of {block} positions"
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,39 +420,45 @@ def _prefill_prompt(shape, seed, batch=2, prompt_len=11):
     )
 
 
-def probe_prefill(module, rec, shape=PUBLIC_SHAPE, seed=0):
-    model = _model(module, shape, seed)
-    idx = _prefill_prompt(shape, seed)
-    B, T = idx.shape
-    ensure_cache(model, B + 1)
-    for block in model.transformer.h:
-        block.attn.enable_kv = True
-    try:
-        with torch.no_grad():
-            rec["logits"] = _detach(model(idx, all_logits=True)[0])
-    finally:
+def probe_prefill(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
+    with _recording(rec, errors, "output", "keys_values", "seq_pos") as (out, kv, pos):
+        model = _model(module, shape, seed)
+        idx = _prefill_prompt(shape, seed)
+        B, T = idx.shape
+        ensure_cache(model, B + 1)
         for block in model.transformer.h:
-            block.attn.enable_kv = False
-    seq_pos = [_as_int(b.attn.seq_pos) for b in model.transformer.h]
-    k = [_detach(b.attn.kv_cache[0, :B, :, :T]) for b in model.transformer.h]
-    v = [_detach(b.attn.kv_cache[1, :B, :, :T]) for b in model.transformer.h]
-    rec.update(seq_pos=seq_pos, k=k, v=v)
+            block.attn.enable_kv = True
+        try:
+            with torch.no_grad():
+                out["logits"] = _detach(model(idx, all_logits=True)[0])
+        finally:
+            for block in model.transformer.h:
+                block.attn.enable_kv = False
+        pos["seq_pos"] = [_as_int(b.attn.seq_pos) for b in model.transformer.h]
+        kv["k"] = [_detach(b.attn.kv_cache[0, :B, :, :T]) for b in model.transformer.h]
+        kv["v"] = [_detach(b.attn.kv_cache[1, :B, :, :T]) for b in model.transformer.h]
 
 
-def judge_prefill(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
-    model = _model(ref, shape, seed)
-    idx = _prefill_prompt(shape, seed)
-    B, T = idx.shape
-    expected_kv, expected_logits = _capture_kv(model, idx)
+def _judge_prefill_output(ref, rec, shape, seed) -> str:
     if "logits" not in rec:
         return ""
-    if not _close(rec["logits"], expected_logits):
-        _fail(f"filling the cache changed forward()'s output ({_diff(rec['logits'], expected_logits)}).")
-    if "v" not in rec or not len(rec["k"]) == len(rec["v"]) == len(rec["seq_pos"]) == len(expected_kv):
+    idx = _prefill_prompt(shape, seed)
+    _, expected = _once(
+        ("kv", id(ref), repr(shape), seed), lambda: _capture_kv(_ref_model(ref, shape, seed), idx)
+    )
+    if not _close(rec["logits"], expected):
+        _fail(f"filling the cache changed forward()'s output ({_diff(rec['logits'], expected)}).")
+    return f"forward() with enable_kv gave the same logits for a {idx.size(0)}x{idx.size(1)} prompt"
+
+
+def _judge_prefill_kv(ref, rec, shape, seed) -> str:
+    idx = _prefill_prompt(shape, seed)
+    expected, _ = _once(
+        ("kv", id(ref), repr(shape), seed), lambda: _capture_kv(_ref_model(ref, shape, seed), idx)
+    )
+    if "v" not in rec or not len(rec["k"]) == len(rec["v"]) == len(expected):
         return ""
-    for i, (k, v) in enumerate(expected_kv):
-        if rec["seq_pos"][i] != T:
-            _fail(f"after a prefill of {T} tokens, layer {i} has seq_pos {rec['seq_pos'][i]}; expected {T}.")
+    for i, (k, v) in enumerate(expected):
         if not _close(rec["k"][i], k):
             _fail(
                 f"layer {i}: kv_cache[0, :B, :, :T] does not hold the prompt's keys ({_diff(rec['k'][i], k)}). "
@@ -347,7 +468,18 @@ def judge_prefill(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
             _fail(
                 f"layer {i}: kv_cache[1, :B, :, :T] does not hold the prompt's values ({_diff(rec['v'][i], v)})."
             )
-    return f"prefill of {B}x{T} tokens stored every layer's keys and values"
+    return f"every layer's cache held the keys and values of a {idx.size(0)}x{idx.size(1)} prompt"
+
+
+def _judge_prefill_seq_pos(ref, rec, shape, seed) -> str:
+    T = _prefill_prompt(shape, seed).size(1)
+    n_layer = fixtures.config_kwargs(shape)["n_layer"]
+    if len(rec.get("seq_pos", [])) != n_layer:
+        return ""
+    for i, pos in enumerate(rec["seq_pos"]):
+        if pos != T:
+            _fail(f"after a prefill of {T} tokens, layer {i} has seq_pos {pos}; expected {T}.")
+    return f"every layer's seq_pos was {T} after a {T}-token prefill"
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,64 +495,122 @@ def _attn_input(shape, seed, batch=2, total=15, first=6):
     return x, chunks
 
 
-def _decode_chunks(module, shape, seed):
-    """Layer 0's decode() over the chunks of _attn_input, from an empty cache."""
+def _decode_chunks(module, shape, seed, into=None):
+    """Layer 0's decode() over the chunks of _attn_input, from an empty cache. `into` receives
+    seq_pos and the outputs step by step, so what came before an exception is kept."""
+    into = {} if into is None else into
+    into.update(seq_pos=[], y=[])
     model = _model(module, shape, seed)
     attn = model.transformer.h[0].attn
     x, chunks = _attn_input(shape, seed)
     ensure_cache(model, x.size(0))
-    seq_pos, ys = [], []
     with torch.no_grad():
         for start, end in chunks:
-            seq_pos.append(_as_int(attn.seq_pos))
-            ys.append(_detach(attn.decode(x[:, start:end])))
-    return seq_pos, ys, _as_int(attn.seq_pos)
+            into["seq_pos"].append(_as_int(attn.seq_pos))
+            into["y"].append(_detach(attn.decode(x[:, start:end])))
+    into["final_seq_pos"] = _as_int(attn.seq_pos)
+    return into["seq_pos"], into["y"], into["final_seq_pos"]
 
 
-def probe_attn_decode(module, rec, shape=PUBLIC_SHAPE, seed=0):
-    rec["seq_pos"], rec["y"], rec["final_seq_pos"] = _decode_chunks(module, shape, seed)
-    with fast_path(module):  # the same steps outside DEBUG: the attention students benchmark
-        rec["y_fast"] = _decode_chunks(module, shape, seed)[1]
+def probe_attn_decode(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
+    steps = {}  # one run serves three behaviours; what it recorded before an exception stays
+    with _recording(rec, errors, "one_token", "chunk", "seq_pos"):
+        _decode_chunks(module, shape, seed, into=steps)
+    for name in ("one_token", "chunk", "seq_pos"):
+        rec[name].update(steps)
+    with _recording(rec, errors, "fast_path") as r:
+        r["debug_y"] = steps.get("y", [])
+        with fast_path(module):  # the same steps outside DEBUG: the attention students benchmark
+            r["y"] = _decode_chunks(module, shape, seed)[1]
 
 
-def judge_attn_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
+def _attn_expected(ref, shape, seed):
+    return _once(("attn", id(ref), repr(shape), seed), lambda: _attn_expected_now(ref, shape, seed))
+
+
+def _attn_expected_now(ref, shape, seed):
     model = _model(ref, shape, seed)
     x, chunks = _attn_input(shape, seed)
     with torch.no_grad():
-        expected = model.transformer.h[0].attn(x)  # (B, total, C), no cache involved
-    for (start, end), pos, y in zip(chunks, rec.get("seq_pos", []), rec.get("y", [])):
-        if pos != start:
-            _fail(
-                f"before decoding positions {start}..{end - 1}, seq_pos is {pos}; "
-                f"decode() must advance seq_pos by the number of new tokens, once."
-            )
+        return model.transformer.h[0].attn(x), chunks  # (B, total, C), no cache involved
+
+
+def _judge_attn_steps(rec, shape, seed, ref, single: bool) -> str:
+    expected, chunks = _attn_expected(ref, shape, seed)
+    ys = rec.get("y", [])
+    checked = 0
+    for (start, end), y in zip(chunks, ys):
+        if (end - start == 1) != single:
+            continue
+        checked += 1
         if not _close(y, expected[:, start:end]):
-            kind = "one new token" if end - start == 1 else f"{end - start} new tokens at once"
+            kind = "one new token" if single else f"{end - start} new tokens at once"
             hint = (
-                " With several new tokens, token i may attend to the cache and to new tokens 0..i only."
-                if end - start > 1
-                else " The new token should attend to every cached position and itself."
+                " The new token should attend to every cached position and itself."
+                if single
+                else " With several new tokens, token i may attend to the cache and to new tokens 0..i only."
             )
             _fail(
                 f"decode() of {kind} at positions {start}..{end - 1} differs from forward() on the "
                 f"whole sequence ({_diff(y, expected[:, start:end])}).{hint}"
             )
-    if "final_seq_pos" not in rec or len(rec["y"]) != len(chunks):
+    if len(ys) != len(chunks):
         return ""
-    total = x.size(1)
-    if rec["final_seq_pos"] != total:
-        _fail(f"after decoding {total} positions, seq_pos is {rec['final_seq_pos']}.")
-    if "y_fast" not in rec:
+    what = (
+        "single new tokens" if single else "chunks of several new tokens (from an empty cache and after one)"
+    )
+    return f"decode() matched forward() for {checked} steps of {what}, batch {expected.size(0)}"
+
+
+def _judge_attn_one_token(ref, rec, shape, seed) -> str:
+    return _judge_attn_steps(rec, shape, seed, ref, single=True)
+
+
+def _judge_attn_chunk(ref, rec, shape, seed) -> str:
+    return _judge_attn_steps(rec, shape, seed, ref, single=False)
+
+
+def _judge_attn_seq_pos(ref, rec, shape, seed) -> str:
+    x, chunks = _attn_input(shape, seed)
+    if len(rec.get("seq_pos", [])) != len(chunks) or "final_seq_pos" not in rec:
         return ""
-    for (start, end), y in zip(chunks, rec["y_fast"]):
-        if not _close(y, expected[:, start:end], FAST_TOL):
+    for (start, end), pos in zip(chunks, rec["seq_pos"]):
+        if pos != start:
+            _fail(
+                f"before decoding positions {start}..{end - 1}, seq_pos is {pos}; "
+                "decode() must advance seq_pos by the number of new tokens, once."
+            )
+    if rec["final_seq_pos"] != x.size(1):
+        _fail(f"after decoding {x.size(1)} positions, seq_pos is {rec['final_seq_pos']}.")
+    return f"seq_pos advanced by the number of new tokens over {len(chunks)} decode() calls"
+
+
+def _judge_attn_fast_path(ref, rec, shape, seed) -> str:
+    """Outside DEBUG, each step gives what it gives in DEBUG (within FAST_TOL): where DEBUG is
+    right that is forward()'s value, and a step wrong in DEBUG costs its points in the DEBUG
+    rows, not here a second time."""
+    expected, chunks = _attn_expected(ref, shape, seed)
+    debug = rec.get("debug_y", [])
+    wrong_in_debug = 0
+    for i, ((start, end), y) in enumerate(zip(chunks, rec.get("y", []))):
+        want = expected[:, start:end]
+        if i < len(debug) and not _close(debug[i], want):
+            if not isinstance(debug[i], torch.Tensor) or debug[i].shape != want.shape:
+                continue
+            want, wrong_in_debug = debug[i], wrong_in_debug + 1
+        if not _close(y, want, FAST_TOL):
+            attn, x = _ref_model(ref, shape, seed).transformer.h[0].attn, _attn_input(shape, seed)[0]
+            hint = hints.fast_path_mask(attn, x, start, end, y, lambda a, b: _close(a, b, FAST_TOL))
             raise FastPathFailed(
                 f"decode() of positions {start}..{end - 1} is {FAST_PATH_WRONG} "
-                f"({_diff(y, expected[:, start:end])}). {MASK_HINT}"
+                f"({_diff(y, expected[:, start:end])}). {hint}"
             )
+    if len(rec.get("y", [])) != len(chunks):
+        return ""
+    note = f"; {wrong_in_debug} of them are wrong in DEBUG too, judged there" if wrong_in_debug else ""
     return (
-        f"decode matched forward() for {len(chunks)} steps (single tokens and chunks), batch {x.size(0)}, "
-        "in DEBUG and outside it"
+        f"outside DEBUG, decode() gave forward()'s values (tolerance {FAST_TOL:g}) for all {len(chunks)} "
+        f"steps{note}"
     )
 
 
@@ -471,20 +661,22 @@ STANDIN_ATTENTION_NOTE = (
 )
 
 
-def probe_gpt_decode(module, rec, shape=PUBLIC_SHAPE, seed=0):
-    model = _model(module, shape, seed)
-    idx = _decode_prompt(shape, seed)
-    ensure_cache(model, idx.size(0))
-    rec["standin_attention"] = bool(attention_problem(module, shape))
-    if rec["standin_attention"]:
-        use_standin_attention(model)
-    rec["kv_pos"], rec["steps"] = [], []
-    for t in range(idx.size(1)):
-        rec["kv_pos"].append(_as_int(model.kv_pos))
-        rec["steps"].append(_detach(model.decode(idx[:, t : t + 1])))
+def probe_gpt_decode(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
+    with _recording(rec, errors, "logits", "kv_pos") as (logits, kv_pos):
+        model = _model(module, shape, seed)
+        idx = _decode_prompt(shape, seed)
+        ensure_cache(model, idx.size(0))
+        logits["standin_attention"] = bool(attention_problem(module, shape))
+        if logits["standin_attention"]:
+            use_standin_attention(model)
+        kv_pos["kv_pos"], logits["steps"] = [], []
+        for t in range(idx.size(1)):
+            kv_pos["kv_pos"].append(_as_int(model.kv_pos))
+            logits["steps"].append(_detach(model.decode(idx[:, t : t + 1])))
+        kv_pos["final_kv_pos"] = _as_int(model.kv_pos)
 
 
-def judge_gpt_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
+def _judge_gpt_logits(ref, rec, shape, seed) -> str:
     model = _model(ref, shape, seed)
     idx = _decode_prompt(shape, seed)
     B, total = idx.shape
@@ -499,19 +691,28 @@ def judge_gpt_decode(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
         _fail(
             f"GPT.decode(idx) must return logits (B, T_new, V) = {(B, 1, model.config.vocab_size)}; got {shape_got}."
         )
-    for t, pos, step in zip(range(total), rec.get("kv_pos", []), steps):
-        if pos != t:
-            _fail(f"kv_pos is {pos} before decoding position {t}: advance it once per new token.")
+    for t, step in zip(range(total), steps):
         if not _close(step, expected[:, t : t + 1]):
             _fail(
                 f"GPT.decode of the token at position {t} differs from forward() "
-                f"({_diff(step, expected[:, t : t + 1])}). Check the position embedding: the new "
-                f"token sits at position kv_pos (= {t}), not kv_pos + 1."
+                f"({_diff(step, expected[:, t : t + 1])}).{hints.decode_position(model, idx, steps, t, _close)}"
             )
     if len(steps) != total:
         return ""
     summary = f"GPT.decode matched forward() at {total} one-token steps from an empty cache, batch {B}"
     return summary + (f" ({STANDIN_ATTENTION_NOTE})" if rec.get("standin_attention") else "")
+
+
+def _judge_gpt_kv_pos(ref, rec, shape, seed) -> str:
+    total = _decode_prompt(shape, seed).size(1)
+    for t, pos in enumerate(rec.get("kv_pos", [])):
+        if pos != t:
+            _fail(f"kv_pos is {pos} before decoding position {t}: advance it once per new token.")
+    if len(rec.get("kv_pos", [])) != total or "final_kv_pos" not in rec:
+        return ""
+    if rec["final_kv_pos"] != total:
+        _fail(f"after decoding {total} tokens, kv_pos is {rec['final_kv_pos']}; expected {total}.")
+    return f"kv_pos went 0, 1, ..., {total} over {total} one-token decode() calls"
 
 
 # ---------------------------------------------------------------------------------------
@@ -673,40 +874,121 @@ GRADER_CACHE_NOTE = (
 )
 
 
-def probe_generate_kv(module, rec, shape=PUBLIC_SHAPE, seed=0):
-    model = _model(module, shape, seed)
-    rec["grader_cache"] = repair_cache_allocation(model)
-    rec["standin_decode"] = bool(decode_problem(module, shape))
-    if rec["standin_decode"]:
-        use_standin_decode(model)
+# The behaviour each case of _kv_cases shows
+KV_CASE_BEHAVIOUR = ("edge_lengths", "ordinary", "ordinary", "edge_lengths", "edge_lengths", "block_size")
+
+
+def _counts_need_a_run(rec, errors, counted: str, case_behaviours):
+    """A counting behaviour with no run to count takes the error of the first case that raised."""
+    if rec[counted]["runs"] or counted in errors:
+        return
+    first = next((errors[b] for b in case_behaviours if b in errors), None)
+    if first is not None:
+        errors[counted] = first
+
+
+def probe_generate_kv(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
+    names = tuple(BEHAVIOURS["generate_kv"])
+    with _recording(rec, errors, *names):
+        model = _model(module, shape, seed)
+        rec["one_prefill"]["grader_cache"] = repair_cache_allocation(model)
+        rec["one_prefill"]["standin_decode"] = bool(decode_problem(module, shape))
+        if rec["one_prefill"]["standin_decode"]:
+            use_standin_decode(model)
+    if len(errors) == len(names):  # the model could not even be set up
+        return
     cases, (a, new_a), (b, new_b) = _kv_prompts(shape, seed)
-    rec["out"], rec["calls"] = [], []
-    for idx, new in cases:
-        counter = _TokenCounter(model)
-        try:
-            got = model.generate_kv(idx, new, top_k=1)
-        finally:
-            counter.remove()
-        rec["out"].append(_detach(got))
-        rec["calls"].append(counter.calls)
-    model.generate_kv(a, new_a, top_k=1)
-    rec["second"] = _detach(model.generate_kv(b, new_b, top_k=1))
-    idx, new = cases[FAST_KV_CASE]
-    with fast_path(module):
-        rec["out_fast"] = _detach(model.generate_kv(idx, new, top_k=1))
+    notes = {k: rec["one_prefill"][k] for k in ("grader_cache", "standin_decode")}
+    for name in names:
+        rec[name].update(notes, runs=[])
+    for i, (idx, new) in enumerate(cases):
+        behaviour = KV_CASE_BEHAVIOUR[i]
+        with _recording(rec, errors, behaviour) as r:
+            counter = _TokenCounter(model)
+            try:
+                got = model.generate_kv(idx, new, top_k=1)
+            finally:
+                counter.remove()
+            r["runs"].append({"case": i, "out": _detach(got)})
+            rec["one_prefill"]["runs"].append({"case": i, "calls": counter.calls})
+    _counts_need_a_run(rec, errors, "one_prefill", KV_CASE_BEHAVIOUR)
+    with _recording(rec, errors, "fresh_cache") as r:
+        model.generate_kv(a, new_a, top_k=1)
+        r["runs"].append({"case": -1, "out": _detach(model.generate_kv(b, new_b, top_k=1))})
+    with _recording(rec, errors, "fast_path") as r:
+        idx, new = cases[FAST_KV_CASE]
+        debug = [
+            run["out"] for run in rec[KV_CASE_BEHAVIOUR[FAST_KV_CASE]]["runs"] if run["case"] == FAST_KV_CASE
+        ]
+        r["debug_out"] = debug[0] if debug else None
+        with fast_path(module):
+            r["runs"].append({"case": FAST_KV_CASE, "out": _detach(model.generate_kv(idx, new, top_k=1))})
 
 
-def judge_generate_kv(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
-    model = _model(ref, shape, seed)
-    cases, _, (b, new_b) = _kv_prompts(shape, seed)
+def _kv_notes(rec) -> list:
     notes = [GRADER_CACHE_NOTE] if rec.get("grader_cache") else []
-    notes += [STANDIN_NOTE] if rec.get("standin_decode") else []
-    expected_all = []
-    for (idx, new), got, calls in zip(cases, rec.get("out", []), rec.get("calls", [])):
+    return notes + ([STANDIN_NOTE] if rec.get("standin_decode") else [])
+
+
+def _with_notes(summary: str, notes: list) -> str:
+    notes = [n for n in notes if n]
+    return summary + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _compare_fast_path(model, got, debug, expected, what: str) -> str:
+    """The fast path's tokens against the reference's; where the same call is already wrong in
+    DEBUG (judged by its own row), against the DEBUG tokens instead, so that one mistake is not
+    charged twice. Returns a note, or raises FastPathFailed."""
+    try:
+        if debug is not None:
+            compare_greedy(model, debug, expected, what)
+    except CheckFailed:
+        if isinstance(got, torch.Tensor) and isinstance(debug, torch.Tensor) and torch.equal(got, debug):
+            return "the same tokens as in DEBUG, where this call is wrong (judged by its own row)"
+        raise FastPathFailed(
+            f"{what} gives other tokens outside DEBUG than in DEBUG ({FAST_PATH_WRONG})."
+        ) from None
+    return compare_greedy(
+        model, got, expected, f"{what} {FAST_PATH_WRONG}", near_tie=FAST_TOL, failure=FastPathFailed
+    )
+
+
+def _judge_kv_outputs(ref, rec, shape, seed, behaviour: str) -> str:
+    """The runs of `behaviour`'s cases against the naive generate() of the given code."""
+    model = _ref_model(ref, shape, seed)
+    cases, _, (b, new_b) = _kv_prompts(shape, seed)
+    mine = [i for i, name in enumerate(KV_CASE_BEHAVIOUR) if name == behaviour]
+    if behaviour == "fresh_cache":
+        mine, cases = [-1], {-1: (b, new_b)}
+    elif behaviour == "fast_path":
+        mine = [FAST_KV_CASE]
+    cases = dict(enumerate(cases)) if isinstance(cases, list) else cases
+    runs = rec.get("runs", [])
+    notes, described = _kv_notes(rec), []
+    for run in runs:
+        idx, new = cases[run["case"]]
         B, T = idx.shape
-        expected = model.generate(idx, new, top_k=1)
-        expected_all.append(expected)
-        notes.append(compare_greedy(model, got, expected, f"generate_kv(batch {B}, prompt {T}, {new} new)"))
+        what = f"generate_kv(batch {B}, prompt {T}, {new} new)"
+        if behaviour == "fresh_cache":
+            what = f"a second generate_kv call ({what}, after a longer first one; reset the cache)"
+        expected = _ref_generate(model, idx, new)
+        if behaviour == "fast_path":
+            notes.append(_compare_fast_path(model, run["out"], rec.get("debug_out"), expected, what))
+        else:
+            notes.append(compare_greedy(model, run["out"], expected, what))
+        described.append(f"{B}x{T} + {new}")
+    if sorted(r["case"] for r in runs) != sorted(mine):
+        return ""
+    where = " outside DEBUG" if behaviour == "fast_path" else ""
+    return _with_notes(f"generate_kv matched generate(){where} for {', '.join(described)} tokens", notes)
+
+
+def _judge_kv_one_prefill(ref, rec, shape, seed) -> str:
+    cases, _, _ = _kv_prompts(shape, seed)
+    runs = rec.get("runs", [])
+    for run in runs:
+        (idx, new), calls = cases[run["case"]], run["calls"]
+        T = idx.size(1)
         if new == 0:
             continue
         if not calls or calls[0] != T or any(c != 1 for c in calls[1:]):
@@ -716,34 +998,9 @@ def judge_generate_kv(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
             )
         if len(calls) not in (new, new + 1):
             _fail(f"generate_kv made {len(calls)} forward passes for {new} new tokens; expected {new}.")
-    if "second" not in rec or len(rec["out"]) != len(cases):
+    if not runs:
         return ""
-    expected = model.generate(b, new_b, top_k=1)
-    notes.append(
-        compare_greedy(
-            model,
-            rec["second"],
-            expected,
-            "a second generate_kv call (after a longer first one; reset the cache)",
-        )
-    )
-    if "out_fast" not in rec:
-        return ""
-    B, T = cases[FAST_KV_CASE][0].shape
-    compare_greedy(
-        model,
-        rec["out_fast"],
-        expected_all[FAST_KV_CASE],
-        f"generate_kv(batch {B}, prompt {T}) {FAST_PATH_WRONG}",
-        near_tie=FAST_TOL,
-        failure=FastPathFailed,
-    )
-    notes = [n for n in notes if n]
-    summary = (
-        f"generate_kv matched generate() on {len(cases) + 1} cases (up to block_size), one token per "
-        "decode step, and outside DEBUG"
-    )
-    return summary + (f" ({'; '.join(notes)})" if notes else "")
+    return _with_notes(f"one prefill, then one token per decode step, in {len(runs)} calls", _kv_notes(rec))
 
 
 def _spec_cases(shape):
@@ -769,31 +1026,6 @@ def _spec_prompts(shape, seed):
     ]
 
 
-def probe_speculative(module, rec, shape=PUBLIC_SHAPE, seed=0):
-    draft, target = fixtures.make_pair(module, _pair_spec(shape), seed=seed)
-    stranger = fixtures.make_model(module, dict(fixtures.config_kwargs(shape), n_layer=1), seed=seed + 99)
-    identical = copy.deepcopy(target)
-    rec["grader_cache"] = repair_cache_allocation(target, draft, stranger, identical)
-    rec["standin_decode"] = bool(decode_problem(module, shape))
-    if rec["standin_decode"]:
-        use_standin_decode(target, draft, stranger, identical)
-    drafts = dict(zip(DRAFTS, (draft, stranger, identical)))
-    cases = list(zip(_spec_prompts(shape, seed), _spec_cases(shape)))
-    rec["out"], rec["calls"] = [], []
-    for name in DRAFTS:
-        for idx, (_, new, k) in cases:
-            counter = _TokenCounter(target)
-            try:
-                got = target.generate_speculative(idx, new, drafts[name], top_k=1, num_speculative=k)
-            finally:
-                counter.remove()
-            rec["out"].append(_detach(got))
-            rec["calls"].append(counter.calls)
-    idx, (_, new, k) = cases[FAST_SPEC_CASE]
-    with fast_path(module):
-        rec["out_fast"] = _detach(target.generate_speculative(idx, new, draft, top_k=1, num_speculative=k))
-
-
 def max_verify_passes(new: int, k: int) -> int:
     """Target passes allowed for `new` tokens when every draft is right: one per round of
     min(k, new) tokens (without the bonus token; with it, rounds add k + 1), plus the prompt's
@@ -801,45 +1033,113 @@ def max_verify_passes(new: int, k: int) -> int:
     return math.ceil(new / max(1, min(k, new))) + 2
 
 
-def judge_speculative(ref, rec, shape=PUBLIC_SHAPE, seed=0) -> str:
-    _, target = fixtures.make_pair(ref, _pair_spec(shape), seed=seed)
+# The behaviour each case of _spec_cases shows
+SPEC_CASE_BEHAVIOUR = ("ordinary", "ordinary", "edge_lengths", "edge_lengths", "edge_lengths", "block_size")
+
+
+def _spec_behaviour(draft: str, case: int) -> str:
+    kind = SPEC_CASE_BEHAVIOUR[case]
+    if kind == "ordinary":
+        return "fixture_draft" if draft == DRAFTS[0] else "any_draft"
+    return kind
+
+
+def probe_speculative(module, rec, errors, shape=PUBLIC_SHAPE, seed=0):
+    names = tuple(BEHAVIOURS["speculative"])
+    with _recording(rec, errors, *names):
+        draft, target = fixtures.make_pair(module, _pair_spec(shape), seed=seed)
+        stranger = fixtures.make_model(module, dict(fixtures.config_kwargs(shape), n_layer=1), seed=seed + 99)
+        identical = copy.deepcopy(target)
+        grader_cache = repair_cache_allocation(target, draft, stranger, identical)
+        standin = bool(decode_problem(module, shape))
+        if standin:
+            use_standin_decode(target, draft, stranger, identical)
+    if len(errors) == len(names):  # the models could not even be set up
+        return
+    for name in names:
+        rec[name].update(grader_cache=grader_cache, standin_decode=standin, runs=[])
+    drafts = dict(zip(DRAFTS, (draft, stranger, identical)))
+    cases = list(zip(_spec_prompts(shape, seed), _spec_cases(shape)))
+    for name in DRAFTS:
+        for i, (idx, (_, new, k)) in enumerate(cases):
+            with _recording(rec, errors, _spec_behaviour(name, i)) as r:
+                counter = _TokenCounter(target)
+                try:
+                    got = target.generate_speculative(idx, new, drafts[name], top_k=1, num_speculative=k)
+                finally:
+                    counter.remove()
+                r["runs"].append({"draft": name, "case": i, "out": _detach(got)})
+                if name == "an identical draft":
+                    rec["one_pass"]["runs"].append({"case": i, "calls": len(counter.calls)})
+    _counts_need_a_run(rec, errors, "one_pass", ("any_draft", "edge_lengths", "block_size"))
+    with _recording(rec, errors, "fast_path") as r:
+        idx, (_, new, k) = cases[FAST_SPEC_CASE]
+        mine = rec[_spec_behaviour(DRAFTS[0], FAST_SPEC_CASE)]["runs"]
+        debug = [run["out"] for run in mine if run["case"] == FAST_SPEC_CASE and run["draft"] == DRAFTS[0]]
+        r["debug_out"] = debug[0] if debug else None
+        with fast_path(module):
+            got = target.generate_speculative(idx, new, draft, top_k=1, num_speculative=k)
+        r["runs"].append({"draft": DRAFTS[0], "case": FAST_SPEC_CASE, "out": _detach(got)})
+
+
+def _judge_spec_outputs(ref, rec, shape, seed, behaviour: str) -> str:
+    _, target = _once(
+        ("pair", id(ref), repr(shape), seed), lambda: fixtures.make_pair(ref, _pair_spec(shape), seed=seed)
+    )
     prompts, cases = _spec_prompts(shape, seed), _spec_cases(shape)
-    expected = [target.generate(idx, new, top_k=1) for idx, (_, new, _) in zip(prompts, cases)]
-    runs = [(name, i) for name in DRAFTS for i in range(len(cases))]
-    notes = [GRADER_CACHE_NOTE] if rec.get("grader_cache") else []
-    notes += [STANDIN_NOTE] if rec.get("standin_decode") else []
-    for (name, i), got, calls in zip(runs, rec.get("out", []), rec.get("calls", [])):
-        prompt_len, new, k = prompts[i].size(1), cases[i][1], cases[i][2]
-        what = f"generate_speculative with {name} (prompt {prompt_len}, {new} new, num_speculative={k})"
-        if isinstance(got, torch.Tensor) and got.dim() == 2 and got.shape[1] > expected[i].shape[1]:
+    if behaviour == "fast_path":
+        mine = [(DRAFTS[0], FAST_SPEC_CASE)]
+    else:
+        mine = [(d, i) for d in DRAFTS for i in range(len(cases)) if _spec_behaviour(d, i) == behaviour]
+    runs = rec.get("runs", [])
+    notes = _kv_notes(rec)
+    for run in runs:
+        i = run["case"]
+        got, prompt_len, (_, new, k) = run["out"], prompts[i].size(1), cases[i]
+        expected = _ref_generate(target, prompts[i], new)
+        what = (
+            f"generate_speculative with {run['draft']} (prompt {prompt_len}, {new} new, num_speculative={k})"
+        )
+        if isinstance(got, torch.Tensor) and got.dim() == 2 and got.shape[1] > expected.shape[1]:
             _fail(f"{what} returned {got.shape[1] - prompt_len} new tokens; stop at exactly max_new_tokens.")
-        notes.append(compare_greedy(target, got, expected[i], what))
-        if name == "an identical draft" and len(calls) > max_verify_passes(new, k):
-            _fail(
-                f"{what}: the target ran {len(calls)} times for {new} tokens although every draft was "
-                f"right; verify all k drafted tokens in ONE batched pass of the target (one pass per round "
-                f"of k tokens: at most {max_verify_passes(new, k)} passes here, prefill included)."
-            )
-    if len(rec.get("out", [])) != len(runs) or "out_fast" not in rec:
+        if behaviour == "fast_path":
+            notes.append(_compare_fast_path(target, got, rec.get("debug_out"), expected, what))
+        else:
+            notes.append(compare_greedy(target, got, expected, what))
+    if sorted((r["draft"], r["case"]) for r in runs) != sorted(mine):
         return ""
-    compare_greedy(
-        target,
-        rec["out_fast"],
-        expected[FAST_SPEC_CASE],
-        f"generate_speculative with the fixture draft {FAST_PATH_WRONG}",
-        near_tie=FAST_TOL,
-        failure=FastPathFailed,
+    shown = sorted({d for d, _ in mine})
+    lengths = sorted({(prompts[i].size(1), cases[i][1]) for _, i in mine})
+    where = " outside DEBUG" if behaviour == "fast_path" else ""
+    return _with_notes(
+        f"the target's greedy tokens{where} with {' / '.join(shown)} for (prompt, new) = "
+        + ", ".join(f"({p}, {n})" for p, n in lengths),
+        notes,
     )
-    notes = [n for n in notes if n]
-    summary = (
-        f"speculative output equals the target's greedy output for {len(DRAFTS)} drafts x {len(cases)} "
-        "cases (up to block_size), and outside DEBUG"
-    )
-    return summary + (f" ({'; '.join(notes)})" if notes else "")
 
 
-# Each piece's probe (run in the worker, on the student's code: records outputs only) and judge
-# (run by the grader: computes what is expected from the given code and compares).
+def _judge_spec_one_pass(ref, rec, shape, seed) -> str:
+    prompts, cases = _spec_prompts(shape, seed), _spec_cases(shape)
+    runs = rec.get("runs", [])
+    for run in runs:
+        i = run["case"]
+        new, k = cases[i][1], cases[i][2]
+        if run["calls"] > max_verify_passes(new, k):
+            _fail(
+                f"generate_speculative with an identical draft (prompt {prompts[i].size(1)}, {new} new, "
+                f"num_speculative={k}): the target ran {run['calls']} times for {new} tokens although every "
+                "draft was right; verify all k drafted tokens in ONE batched pass of the target (one pass "
+                f"per round of k tokens: at most {max_verify_passes(new, k)} passes here, prefill included)."
+            )
+    if not runs:
+        return ""
+    return f"with a draft that always agrees, the target ran one pass per round in {len(runs)} calls"
+
+
+# ---------------------------------------------------------------------------------------
+# Each piece's probe (run in the worker, on the student's code: records outputs only) and,
+# per behaviour, its judge (run by the grader: computes what is expected from the given code
+# and compares; returns what was run, '' for an incomplete record, or raises CheckFailed).
 PROBES = {
     "buffers": probe_buffers,
     "prefill": probe_prefill,
@@ -849,44 +1149,121 @@ PROBES = {
     "speculative": probe_speculative,
 }
 JUDGES = {
-    "buffers": judge_buffers,
-    "prefill": judge_prefill,
-    "attn_decode": judge_attn_decode,
-    "gpt_decode": judge_gpt_decode,
-    "generate_kv": judge_generate_kv,
-    "speculative": judge_speculative,
+    "buffers": {"layout": _judge_layout, "dtype": _judge_dtype, "state": _judge_state, "setup": _judge_setup},
+    "prefill": {
+        "output": _judge_prefill_output,
+        "keys_values": _judge_prefill_kv,
+        "seq_pos": _judge_prefill_seq_pos,
+    },
+    "attn_decode": {
+        "one_token": _judge_attn_one_token,
+        "chunk": _judge_attn_chunk,
+        "seq_pos": _judge_attn_seq_pos,
+        "fast_path": _judge_attn_fast_path,
+    },
+    "gpt_decode": {"logits": _judge_gpt_logits, "kv_pos": _judge_gpt_kv_pos},
+    "generate_kv": {
+        **{
+            b: functools.partial(_judge_kv_outputs, behaviour=b)
+            for b in ("ordinary", "edge_lengths", "block_size", "fresh_cache", "fast_path")
+        },
+        "one_prefill": _judge_kv_one_prefill,
+    },
+    "speculative": {
+        **{
+            b: functools.partial(_judge_spec_outputs, behaviour=b)
+            for b in ("fixture_draft", "any_draft", "edge_lengths", "block_size", "fast_path")
+        },
+        "one_pass": _judge_spec_one_pass,
+    },
 }
-assert tuple(PROBES) == tuple(JUDGES) == PIECES, (
-    "every checked piece of infkit/pieces.py needs a probe and a judge"
-)
+assert tuple(PROBES) == PIECES, "every checked piece of infkit/pieces.py needs a probe"
+assert all(set(JUDGES[p]) == set(BEHAVIOURS[p]) for p in PIECES), "a judge for every behaviour"
+
+
+def judge_source(piece: str, behaviour: str) -> str:
+    """Where a behaviour's verdict is decided, as file:function (results.json rows name it)."""
+    fn = JUDGES[piece][behaviour]
+    fn = getattr(fn, "func", fn)  # a functools.partial
+    return f"infkit/checks.py:{fn.__name__}"
 
 
 def probe(piece, module, shape=PUBLIC_SHAPE, seed=0):
-    """Run one probe; return (record, exception or None). The record keeps what was
-    produced before an exception, so the judge can point at the first wrong step."""
-    rec = {}
+    """Run one piece's probe; return (record, errors): record[behaviour] holds what that
+    behaviour produced (kept up to an exception, so the judge can point at the first wrong
+    step), errors[behaviour] the exception the student's code raised there, if any."""
+    rec, errors = {}, {}
     try:
         with torch.no_grad():
-            PROBES[piece](module, rec, shape=shape, seed=seed)
-        return rec, None
-    except Exception as e:  # the student's code raised: the judge turns it into a message
-        return rec, e
+            PROBES[piece](module, rec, errors, shape=shape, seed=seed)
+    except Exception as e:  # outside every behaviour's own recording: all of them share it
+        for behaviour in BEHAVIOURS[piece]:
+            errors.setdefault(behaviour, e)
+    return rec, errors
 
 
-def judge(piece, ref, rec, error=None, shape=PUBLIC_SHAPE, seed=0) -> str:
-    """Judge a probe's record. `error` is None, or a dict {type, message, not_implemented,
-    where} describing what the student's code raised. Returns a summary or raises."""
-    # nothing recorded before the error: no need to compute the expected outputs
-    summary = JUDGES[piece](ref, rec, shape=shape, seed=seed) if rec else ""
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One behaviour's verdict. stage: "passed", "check_failed" (a wrong value),
+    "not_implemented" (a stub) or "raised" (the student's code raised)."""
+
+    passed: bool
+    message: str  # for the student: what was run (passed) or what differed and what to fix
+    stage: str
+    fast_path: bool = False  # failed outside DEBUG only
+    error: dict | None = None  # what the student's code raised (describe_error), if that decided it
+
+
+def error_message(piece: str, error: dict) -> str:
+    """What a student's exception (describe_error's dict) says to them."""
+    if error.get("not_implemented"):
+        return f"{LABELS[piece]} is not implemented yet ({error['message']})."
+    where = f" ({error['where']})" if error.get("where") else ""
+    hint = hints.explain_error(error["type"], error["message"])  # what to do, when it is known
+    return f"your code raised {error['type']}: {error['message']}{where}" + (f"\n{hint}" if hint else "")
+
+
+class NotImplementedYet(CheckFailed):
+    """The student's code hit a stub."""
+
+
+class StudentRaised(CheckFailed):
+    """The student's code raised."""
+
+
+def raise_for_error(piece: str, error: dict):
+    raise (NotImplementedYet if error.get("not_implemented") else StudentRaised)(error_message(piece, error))
+
+
+def _judge_one(piece, behaviour, ref, rec, error, shape, seed) -> Outcome:
+    try:
+        summary = JUDGES[piece][behaviour](ref, rec, shape, seed) if rec else ""
+    except FastPathFailed as e:
+        return Outcome(False, str(e), "check_failed", fast_path=True)
+    except CheckFailed as e:  # an earlier mismatch comes before an exception raised later
+        return Outcome(False, str(e), "check_failed")
+    except Exception as e:  # a malformed record: the student's code returned something odd
+        if error is None:
+            return Outcome(
+                False, f"the grader could not use your code's outputs ({type(e).__name__}).", "check_failed"
+            )
+        summary = ""
     if error is not None:
-        if error.get("not_implemented"):
-            _fail(f"{LABELS[piece]} is not implemented yet ({error['message']}).")
-        where = f" ({error['where']})" if error.get("where") else ""
-        hint = hints.explain_error(error["type"], error["message"])  # what to do, when it is known
-        _fail(f"your code raised {error['type']}: {error['message']}{where}" + (f"\n{hint}" if hint else ""))
+        stage = "not_implemented" if error.get("not_implemented") else "raised"
+        return Outcome(False, error_message(piece, error), stage, error=error)
     if not summary:  # the probe stopped early without an error: a malformed record
-        _fail("the grader got incomplete outputs from your code.")
-    return summary
+        return Outcome(False, "the grader got incomplete outputs from your code.", "check_failed")
+    return Outcome(True, summary, "passed")
+
+
+def judge(piece, ref, rec, errors=None, shape=PUBLIC_SHAPE, seed=0) -> dict:
+    """Judge a probe's record, behaviour by behaviour: {behaviour: Outcome}. `errors` maps a
+    behaviour to what the student's code raised there: an exception, or describe_error's dict."""
+    errors = {b: describe_error(e) if isinstance(e, BaseException) else e for b, e in (errors or {}).items()}
+    _REFERENCE.clear()
+    return {
+        b: _judge_one(piece, b, ref, rec.get(b, {}), errors.get(b), shape, seed) for b in BEHAVIOURS[piece]
+    }
 
 
 def describe_error(e: BaseException, filename: str = "model.py") -> dict:
@@ -905,15 +1282,25 @@ def describe_error(e: BaseException, filename: str = "model.py") -> dict:
 
 def _in_process(piece):
     def check(module, shape=PUBLIC_SHAPE, seed=0) -> str:
-        rec, err = probe(piece, module, shape=shape, seed=seed)
-        summary = JUDGES[piece](module, rec, shape=shape, seed=seed)  # an earlier mismatch first
-        if err is not None:
-            if isinstance(err, NotImplementedError):
-                _fail(f"{LABELS[piece]} is not implemented yet ({err}).")
-            raise err  # the student's own exception, traceback intact
-        if not summary:
-            _fail("the check stopped early.")
-        return summary
+        """Every behaviour of the piece, with the module's own given code as the reference.
+        Returns what was run; raises CheckFailed naming each behaviour that failed (or the
+        student's own exception, traceback intact, when that is all that went wrong)."""
+        rec, errors = probe(piece, module, shape=shape, seed=seed)
+        outcomes = judge(piece, module, rec, errors, shape=shape, seed=seed)
+        failed = {b: o for b, o in outcomes.items() if not o.passed}
+        if not failed:
+            return "; ".join(o.message for o in outcomes.values())
+        if all(o.stage == "not_implemented" for o in failed.values()):
+            _fail(next(iter(failed.values())).message)
+        raised = [errors[b] for b, o in failed.items() if o.stage == "raised"]
+        if len(raised) == len(failed):
+            raise raised[0]  # the student's own exception, traceback intact
+        lines = [f"{b}: {o.message}" for b, o in failed.items()]
+        passed = [b for b, o in outcomes.items() if o.passed]
+        tail = f"\n(passed: {', '.join(passed)})" if passed else ""
+        raise (FastPathFailed if all(o.fast_path for o in failed.values()) else CheckFailed)(
+            "\n".join(lines) + tail
+        )
 
     check.__name__ = f"check_{piece}"
     return check
@@ -933,8 +1320,8 @@ def run(module_or_path, pieces=PIECES, **kwargs) -> dict:
             message, passed = CHECKS[piece](module, **kwargs), True
         except CheckFailed as e:
             message, passed = str(e), False
-        except Exception as e:  # the student's code raised: report it in one line
-            message, passed = f"your code raised {type(e).__name__}: {e}", False
+        except Exception as e:  # the student's code raised: its error and line first, in short
+            message, passed = hints.checks_crash(e, module, piece), False
         results[piece] = (passed, message)
         print(f"{'PASS' if passed else 'FAIL'}  {piece:12s} {message}")
     return results

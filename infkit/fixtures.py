@@ -1,7 +1,7 @@
 """Seeded random-weight models that stand in for GPT-2 offline.
 
 Weights are drawn per parameter name from a generator seeded by (seed, name), so a fixture
-is the same whatever model.py it is loaded into (solution, starter, a student's file) and
+is the same whatever model.py it is loaded into (yours, the starter, any other) and
 whatever order that file creates its parameters in.
 
 Why not GPT-2's own init (std 0.02)? With it, a random model's greedy output repeats one token
@@ -13,7 +13,7 @@ The draft/target pair (make_pair) stands in for GPT2 drafting for GPT2-XL: the d
 target's first `draft_layers` blocks plus the shared embeddings, final LayerNorm and head; in
 the target, every deeper block's output projections are scaled by `scale` (biases zeroed), so
 the deeper blocks nudge, rather than overwrite, what the shallow ones computed. The smaller
-`scale`, the more often the two agree. docs/fixtures.md records the measured agreement and cost.
+`scale`, the more often the two agree.
 """
 
 import hashlib
@@ -34,7 +34,7 @@ SHAPES = {
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, vocab_size=VOCAB, block_size=1024),
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, vocab_size=VOCAB, block_size=1024),
     # run.sh's offline target: GPT-2-medium's depth at GPT-2's width (209M parameters), so that
-    # the whole default runs in a few minutes on two CPU cores (docs/performance.md)
+    # the whole default runs in a few minutes on two CPU cores
     "bench": dict(n_layer=24, n_head=12, n_embd=768, vocab_size=VOCAB, block_size=1024),
 }
 
@@ -46,7 +46,7 @@ class PairSpec:
     scale: float  # output-projection scale of the target's blocks past draft_layers
 
 
-# Measured agreement and cost: docs/fixtures.md (regenerate with `python -m infkit.pairs`).
+# Each pair's `scale` was chosen by measuring how often its draft and target agree.
 PAIRS = {
     "tiny": PairSpec(target="tiny", draft_layers=1, scale=0.05),
     "small": PairSpec(target="small", draft_layers=1, scale=0.05),

@@ -10,8 +10,8 @@ _counter = itertools.count()
 def load_model_module(path, debug: bool | None = None):
     """Import the file at `path` as a fresh module and return it.
 
-    Each call gives a new module object, so a student's file and the solution can be loaded
-    side by side. debug=True/False switches the module's DEBUG mode (and torch's
+    Each call gives a new module object, so two model.py files (yours and a reference) can be
+    loaded side by side. debug=True/False switches the module's DEBUG mode (and torch's
     determinism settings) through its set_debug(); None leaves the file's own setting.
     """
     path = Path(path).resolve()

@@ -18,8 +18,9 @@ def cache_dir() -> Path:
 
 
 def default_model_path() -> Path:
-    """The model.py that tools use when none is named (INFKIT_MODEL overrides): the solution
-    in the staff tree, the student's own model.py in the handout (which has no solution/)."""
+    """The model.py that tools use when none is named: INFKIT_MODEL if set, else ./model.py
+    next to infkit/ (your own file in the handout; the course's tree looks in its own folders
+    first)."""
     if os.environ.get("INFKIT_MODEL"):
         return Path(os.environ["INFKIT_MODEL"])
     for path in (SOLUTION_MODEL, HANDOUT_MODEL):

@@ -1,10 +1,6 @@
-"""The pieces students write, in the order they do them: the one list that the checks
-(infkit.checks), the starter generator (infkit.starter), the rubric (autograder/rubric.py), the
-notebook's check cells and the READMEs' tables follow (tests hold each of them to it).
-
-Adding a piece: a row here, its BEGIN/END SOLUTION region in solution/model.py (then `make
-starter`), a probe_<name>/judge_<name> pair in infkit/checks.py, its points in
-autograder/rubric.py, and `python -m autograder.rubric --write` for the READMEs' tables.
+"""The pieces of model.py you write, in the order to do them: the one list that the checks
+(infkit.checks), the public tests, the notebook's check cells, the autograder and the README's
+table follow.
 """
 
 from dataclasses import dataclass
@@ -16,7 +12,7 @@ class Piece:
     where: str  # what students fill in
     what: str  # the contract in one line (the README's table; the docstring is the authority)
     label: str  # how messages name it ("... is not implemented yet")
-    optional: bool = False  # graded by its own test (autograder/rubric.py), not by infkit.checks
+    optional: bool = False  # checked by its own statistical test (infkit.sampling_check), not infkit.checks
 
 
 PIECES = (

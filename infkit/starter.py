@@ -23,9 +23,11 @@ from .paths import SOLUTION_MODEL, STARTER_MODEL
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION (\w+)\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 STUB = re.compile(r"^(\s*)# STUB ?(.*)$")
+# The starter's first lines speak to the student who opens it (the file is theirs from then on);
+# that it is generated is the staff's business (this module and the kit's README).
 HEADER = (
-    "# Student starter, generated from solution/model.py by `make starter`.\n"
-    "# Fill in every TODO(...) stub; `pytest tests_public` checks each piece.\n"
+    "# Your model.py: fill in every TODO(...) stub, in the README's order (six pieces, plus one\n"
+    "# optional); `pytest tests_public` checks each piece.\n"
 )
 PIECES = pieces.NAMES  # the solution's regions, in this order (the registry: infkit/pieces.py)
 

@@ -1,6 +1,5 @@
 """Honest wall-clock timing: warm-up, device synchronisation, several samples, medians. The one
-timer that run.sh (infkit.bench), the autograder's in-process speed ratios (autograder/speed.py)
-and the fixture pairs' table (infkit.pairs) share."""
+timer that run.sh (infkit.bench) and the autograder's speed ratios share."""
 
 import statistics
 import time

@@ -5,32 +5,34 @@
 
 The source is a plain Python file in jupytext's "percent" format, so ruff lints and formats
 its code cells and an editor can run it: `# %% tags=["name"]` starts a code cell,
-`# %% [markdown] tags=["name"]` a text cell whose lines are comments (`# ` stripped here).
-Every cell carries exactly one tag, which tests and `make notebook-starter` look for. jupytext
-reads the same cells from the file (`jupytext --to ipynb`, checked with jupytext 1.19; it also
-makes the header comment a cell of its own); this converter exists so that building the
-notebook needs nothing beyond nbformat.
+`# %% [markdown] tags=["name"]` a text cell whose lines are comments. jupytext (pinned in
+requirements.txt) reads it; this script keeps the cells, checks that every cell carries exactly
+one tag (tests and `make notebook-starter` look for them), and writes the notebook with fixed
+cell ids and Colab's metadata, so that a rebuild is byte-identical. A comment before the first
+cell marker describes the file and is not a cell.
 
 Cells hold no logic of their own beyond glue and plots: checks come from infkit.checks and
 speed figures from the run.sh benchmark, both through infkit.notebook.
 """
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "inference.py"
 NOTEBOOK = HERE / "inference.ipynb"
-MARKER = re.compile(r"^# %%(?P<markdown> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
 # The "Open in Colab" address in the title cell. It starts as YOUR-ORG; staff put the GitHub
 # organisation of the handout repository there and in the README (`make handout` checks).
 COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+\.ipynb")
+KINDS = {"markdown": "md", "code": "code"}
+# Cell metadata jupytext derives from the layout of the source, not from what it says.
+LAYOUT = {"lines_to_next_cell"}
 
 
 class SourceError(ValueError):
@@ -38,30 +40,23 @@ class SourceError(ValueError):
 
 
 def parse(text: str) -> list[tuple[str, str, str]]:
-    """[(tag, "md" | "code", source), ...] of a percent-format file; what comes before the
-    first cell marker (a comment about the file) is not a cell."""
-    cells, current = [], None
-    for number, line in enumerate(text.splitlines(), 1):
-        match = MARKER.match(line)
-        if match:
-            tags = json.loads(match.group("tags") or "[]")
-            if len(tags) != 1:
-                raise SourceError(f"{SOURCE.name} line {number}: a cell needs exactly one tag, got {tags}")
-            current = (tags[0], "md" if match.group("markdown") else "code", [])
-            cells.append(current)
-        elif line.startswith("# %%"):
-            raise SourceError(f"{SOURCE.name} line {number}: not a cell marker this converter reads: {line}")
-        elif current is not None:
-            current[2].append(line)
+    """[(tag, "md" | "code", source), ...] of a percent-format file, as jupytext reads it."""
+    cells = jupytext.reads(text, fmt="py:percent").cells
+    if cells and not cells[0].metadata.get("tags") and _is_header(cells[0]):
+        cells = cells[1:]
     result = []
-    for tag, kind, lines in cells:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        if kind == "md":
-            lines = [_uncomment(tag, line) for line in lines]
-        result.append((tag, kind, "\n".join(lines)))
+    for number, cell in enumerate(cells, 1):
+        tags = cell.metadata.get("tags", [])
+        if len(tags) != 1:
+            raise SourceError(f"{SOURCE.name}, cell {number}: a cell needs exactly one tag, got {tags}")
+        if cell.cell_type not in KINDS:
+            raise SourceError(
+                f"{SOURCE.name}, cell [{tags[0]}]: a {cell.cell_type} cell (only code and markdown)"
+            )
+        other = set(cell.metadata) - {"tags"} - LAYOUT
+        if other:
+            raise SourceError(f"{SOURCE.name}, cell [{tags[0]}]: metadata besides its tag: {sorted(other)}")
+        result.append((tags[0], KINDS[cell.cell_type], cell.source))
     tags = [tag for tag, _, _ in result]
     duplicates = sorted({t for t in tags if tags.count(t) > 1})
     if duplicates:
@@ -69,12 +64,9 @@ def parse(text: str) -> list[tuple[str, str, str]]:
     return result
 
 
-def _uncomment(tag: str, line: str) -> str:
-    if line == "#":
-        return ""
-    if not line.startswith("# "):
-        raise SourceError(f"{SOURCE.name}: a line of markdown cell [{tag}] is not a comment: {line!r}")
-    return line[2:]
+def _is_header(cell) -> bool:
+    """The file's opening comment, which jupytext reads as a code cell of its own."""
+    return cell.cell_type == "code" and all(line.startswith("#") for line in cell.source.splitlines())
 
 
 CELLS = parse(SOURCE.read_text())

@@ -1,5 +1,5 @@
-# Student starter, generated from solution/model.py by `make starter`.
-# Fill in every TODO(...) stub; `pytest tests_public` checks each piece.
+# Your model.py: fill in every TODO(...) stub, in the README's order (six pieces, plus one
+# optional); `pytest tests_public` checks each piece.
 """
 GPT-2 in one file, in the style of nanoGPT, made fast for inference.
 
@@ -123,7 +123,8 @@ class CausalSelfAttention(nn.Module):
 
         Shape: (2, batch_size, n_head, max_seq_len, head_dim), on the device and in the dtype
         of this module's weights (self.c_attn.weight), never a hard-coded 'cuda' or bfloat16:
-        attention multiplies the cache with queries of the weights' dtype and device. Index 0
+        attention multiplies the cache with queries on the weights' device, in their dtype
+        outside autocast (decode() says what changes under it). Index 0
         holds keys, index 1 values. Initial values do not matter (torch.zeros or torch.empty):
         no position is read before it is written. Non-persistent, so state_dict() and
         checkpoint loading are unchanged. Afterwards: self.seq_pos == 0 (the cache is empty).
@@ -164,6 +165,9 @@ class CausalSelfAttention(nn.Module):
             (B, T_new, C), equal to the last T_new rows of forward() on the full sequence.
         Afterwards: the cache also holds the new keys/values, seq_pos grew by T_new.
         New token i attends to every cached position and to new tokens 0..i (causal).
+        Batch row b of x uses row b of the cache (a cache with more rows than B keeps the rest).
+        Under 16-bit autocast (CUDA, DEBUG off) q, k and v come out of c_attn in 16 bits while
+        the cache keeps the weights' dtype: cast the keys and values read back to q.dtype.
         Raises ValueError when the cache has no room for T_new more positions.
         """
         raise NotImplementedError(
@@ -235,6 +239,34 @@ def token_probs(logits, temperature=1.0, top_k=None):
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits = logits.masked_fill(logits < v[..., [-1]], float("-inf"))
     return F.softmax(logits, dim=-1)
+
+
+def propose(logits, temperature=1.0, top_k=None):
+    """One draft token from the draft's logits (1, V), and the distribution q it was drawn from.
+
+    Returns (token (1,), q (1, V)); greedy (top_k == 1 or temperature == 0) gives the argmax and
+    q = None, drawing no random numbers. Speculative sampling needs the q of every drafted token
+    of a round (GPT._accept_sampled's draft_probs).
+    """
+    if top_k == 1 or temperature == 0:
+        return logits.argmax(dim=-1), None
+    q = token_probs(logits, temperature, top_k)
+    return torch.multinomial(q, num_samples=1)[:, 0], q
+
+
+def sampling_written(model) -> bool:
+    """Whether model._accept_sampled, the optional piece, is written (not the stub). It is called
+    once for a round with nothing drafted, with the random state saved and restored, so the
+    call changes nothing that follows."""
+    p = torch.full((1, 2), 0.5)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model._accept_sampled(torch.zeros(0, dtype=torch.long), [], p)
+    except NotImplementedError:
+        return False
+    except Exception:  # written, perhaps wrong in this corner: the sampling test judges it
+        return True
+    return True
 
 
 class GPT(nn.Module):
@@ -451,6 +483,8 @@ class GPT(nn.Module):
         Returns:
             (B, T + max_new_tokens) on idx's device; greedy (top_k=1) output equals generate()'s,
             with DEBUG on and off.
+        Run the loop inside `with autocast_for(idx.device.type):`, as generate() does, so that
+        both take the same (16-bit on CUDA) fast path.
         """
         self._check_lengths(idx, max_new_tokens)
         raise NotImplementedError(
@@ -468,29 +502,72 @@ class GPT(nn.Module):
         Args:
             idx: (1, T) prompt token ids (batch size 1 only), T >= 1.
             max_new_tokens: >= 0; T + max_new_tokens may reach block_size exactly.
-            draft_model: a smaller GPT with the same vocabulary (or this model itself).
+            draft_model: a smaller GPT with the same vocabulary, or this model itself. When
+                `draft_model is self`, both roles share one set of kv_cache buffers and one
+                kv_pos: a loop that keeps a cache for each model would overwrite one with the
+                other. Give the draft its own copy (copy.deepcopy(self)), or run the draft
+                without a cache. Use the draft only through forward(), prefill(), decode() and
+                the cache scaffold (setup_kv_cache, set_kv_pos, kv_pos): ./run.sh wraps those
+                to time the same loop with a draft that always agrees.
+            temperature, top_k: top_k == 1 or temperature == 0 is greedy, the graded case. Any
+                other setting samples (the defaults, temperature=1.0 and top_k=None, do): then
+                the drafts come from propose(...) and each round's acceptance is
+                self._accept_sampled(...), the optional piece. While that is not written it
+                raises NotImplementedError, and so does this method, before any work and
+                naming the optional piece: a sampled request never gets greedy tokens back.
             num_speculative: k, the tokens drafted per round; it may exceed what is left.
         Returns:
-            (1, T + max_new_tokens). Greedy (top_k=1): exactly what generate() of this model
-            returns, whatever the draft proposes, with DEBUG on and off. With sampling, the
-            output follows this model's own distribution (rejection sampling of the drafts).
+            (1, T + max_new_tokens). Greedy: exactly what generate() of this model returns,
+            whatever the draft proposes, with DEBUG on and off. Sampled: the output follows this
+            model's own distribution (rejection sampling of the drafts).
+        Afterwards: self.spec_stats = {"rounds": r, "drafted": d, "accepted": a} for this call
+            (rounds, draft tokens proposed, drafted tokens kept). Not graded; ./run.sh and the
+            notebook read it for the draft's acceptance rate, and estimate the rate from this
+            model's forward passes when it is missing.
 
-        Greedy rounds, until max_new_tokens tokens are added:
-          1. the draft proposes k tokens after the current sequence;
-          2-3. this model predicts the next token after each of the k prefixes, in ONE pass;
-          4. keep drafted tokens while they equal this model's prediction; at the first
-             difference keep this model's token instead. Start the next round from there.
-        Optional: when all k agree, the same pass already predicted the token after them; keeping
-        it (the "bonus" token) gives k + 1 tokens per round for free. Both versions earn full
+        One round, with n tokens of the sequence settled (the prompt and every token kept so
+        far) and k = the tokens drafted this round:
+          1. the draft proposes d_1..d_k after those n tokens (k draft steps);
+          2. ONE pass of this model over the drafts scores k + 1 positions, n - 1 .. n + k - 1
+             of seq[:n] + d_1..d_k: row i (i = 0..k) predicts the token after position
+             n - 1 + i, so row 0 checks d_1, row i - 1 checks d_i, and row k predicts the token
+             after d_k. Without a cache: forward(seq[:n] + drafts, all_logits=True), its last
+             k + 1 rows. With a cache holding positions 0..kv_pos - 1: decode(seq[kv_pos:n] +
+             drafts), its last k + 1 rows; row 0 is the prediction after the last settled token,
+             so that token must be in this pass: keep kv_pos <= n - 1 (after each round roll
+             back with set_kv_pos(n - 1) and feed the last settled token again).
+          3. greedy: keep drafted tokens while they equal this model's argmax at their row; at
+             the first difference keep this model's token instead. Sampled: new, a =
+             self._accept_sampled(drafts, their q's, token_probs(rows, temperature, top_k)).
+             The next round starts after the kept tokens.
+        Optional: when all k agree, row k already predicted the token after them; keeping it
+        (the "bonus" token) gives k + 1 tokens per round for free. Both versions earn full
         credit; the bonus shows in the speed figures.
-        Never draft past the context: near block_size (or max_new_tokens) draft only as many
-        tokens as are still missing, so no model ever sees a position >= block_size.
+        Never draft past the context: near block_size (or max_new_tokens) draft at most the
+        tokens still missing less one, the room for this model's own token (with one token
+        missing, k = 0 and the pass only predicts it), so no model ever sees a position
+        >= block_size and no round adds more tokens than are missing.
         A KV cache inside the loop is optional: a version that re-runs whole sequences
-        through both models (forward(..., all_logits=True)) earns full credit.
+        through both models (forward(..., all_logits=True)) earns full credit. Run the rounds
+        inside `with autocast_for(idx.device.type):`, as generate() does.
         """
         self._check_lengths(idx, max_new_tokens)
         if idx.size(0) != 1:
             raise ValueError(f"generate_speculative supports batch size 1, got {idx.size(0)}")
+        greedy = top_k == 1 or temperature == 0
+        if not greedy and not sampling_written(self):
+            raise NotImplementedError(
+                "sampling (temperature > 0, the default) needs the optional piece GPT._accept_sampled, "
+                "still the stub; pass top_k=1 for greedy speculative decoding"
+            )
+        # One round (the docstring's steps), until max_new_tokens tokens are added:
+        #   k = min(num_speculative, tokens still missing - 1): room for self's own token
+        #   1. draft:  k times tok, q = propose(draft_logits, temperature, top_k)
+        #   2. verify: the k + 1 rows of ONE pass of self (forward or decode)
+        #   3. accept: greedy: the agreeing run, then self's token at the first difference;
+        #      sampled: new, a = self._accept_sampled(drafted, qs, token_probs(rows, temperature, top_k))
+        #   then roll back any cache past the kept tokens (set_kv_pos) and count the round
+        #   in self.spec_stats
         raise NotImplementedError(
             "TODO(speculative): loop in rounds: draft k tokens with draft_model (never past "
             "block_size or max_new_tokens), score all k prefixes with this model in one pass, "
@@ -514,6 +591,10 @@ class GPT(nn.Module):
         Returns:
             (new tokens (a + 1,), a) where a is the number of drafted tokens accepted.
         """
+        # for i in range(k): x = drafted[i], q = draft_probs[i][0]; accept x when
+        #     torch.rand(()) < p[i, x] / q[x]; else return (drafted[:i] + one token drawn
+        #     from max(0, p[i] - q) normalised, i)
+        # all k accepted: return (drafted + one token drawn from p[k], k)
         raise NotImplementedError(
             "TODO(sampling, optional): accept each drafted token with probability "
             "min(1, p/q); at the first rejection sample from max(0, p - q) normalised; "

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import build, harness, rubric, sandbox, screen, variants, verdicts
+from autograder import build, harness, local, rubric, sandbox, screen, variants, verdicts
+from autograder import rows as rows_module
 from infkit import checks, loading, paths
 
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
@@ -55,6 +56,15 @@ def public(piece):
     return [t for t in rubric.TESTS if t.piece == piece and t.visibility == rubric.VISIBLE]
 
 
+def by_piece(results, piece) -> list:
+    """The rows of `piece` (a checked piece's behaviours, or a speed test's one row)."""
+    return rows(results, piece)
+
+
+def stage(row) -> str:
+    return row["extra_data"]["stage"]
+
+
 def test_rubric_points():
     assert rubric.TOTAL - rubric.SAMPLING_POINTS == 50
     kv = sum(t.points for t in rubric.TESTS if t.piece in ("buffers", "prefill", "attn_decode", "gpt_decode"))
@@ -64,6 +74,7 @@ def test_rubric_points():
     assert 0 < rubric.HIDDEN_POINTS < rubric.TOTAL
 
 
+@pytest.mark.grading
 def test_solution_full_marks(tmp_path):
     results = grade_text(tmp_path, variants.solution_text())
     failed = [(r["name"], r["output"]) for r in results["tests"] if r["status"] != "passed"]
@@ -75,6 +86,7 @@ def test_solution_full_marks(tmp_path):
     assert all("x faster" in r["output"] for r in speed_rows)  # the measured numbers are shown
 
 
+@pytest.mark.grading
 def test_starter_gets_nothing(tmp_path):
     results = grade_text(tmp_path, variants.starter_text())
     assert results["score"] == 0
@@ -82,13 +94,14 @@ def test_starter_gets_nothing(tmp_path):
         assert "not implemented yet" in r["output"], r
 
 
+@pytest.mark.grading
 def test_cacheless_speculative_passes(tmp_path):
     """The course allows speculative decoding without a KV cache: full credit, speed included."""
     results = grade_text(
         tmp_path, variants.cacheless_speculative(), tests=public("speculative") + public("spec_speed")
     )
-    assert [r["status"] for r in results["tests"]] == ["passed", "passed"], results["tests"]
-    assert "a draft that never agrees" in results["tests"][1]["output"]
+    assert all(r["status"] == "passed" for r in results["tests"]), results["tests"]
+    assert "a draft that never agrees" in by_piece(results, "spec_speed")[0]["output"]
 
 
 FORGED_CLOCK = """
@@ -113,6 +126,7 @@ GPT.generate_kv = _forged_generate_kv
 """
 
 
+@pytest.mark.grading
 def test_forged_clock_earns_no_speed_points(tmp_path):
     """Timings taken inside the student's process can be faked; the verdict comes from the
     kernel's CPU accounting of separate processes, which cannot."""
@@ -149,16 +163,19 @@ GPT.generate_kv = _tampered_generate_kv
 """
 
 
+@pytest.mark.grading
 def test_tampered_token_count_earns_no_generate_kv_points(tmp_path):
     """The per-step token count runs inside the student's process and can be fooled; the
     kernel-timed cost of the KV speed test then takes generate_kv's points back."""
     text = variants.solution_text() + TAMPERED_COUNT
-    fooled = grade_text(tmp_path / "alone", text, tests=public("generate_kv"))["tests"][0]
-    assert fooled["status"] == "passed", fooled  # the in-process count alone is fooled...
+    fooled = grade_text(tmp_path / "alone", text, tests=public("generate_kv"))["tests"]
+    assert all(r["status"] == "passed" for r in fooled), fooled  # the in-process count alone is fooled...
     results = grade_text(tmp_path / "with_speed", text, tests=public("generate_kv") + public("kv_speed"))
-    kv, kv_speed = results["tests"]
+    (kv_speed,) = by_piece(results, "kv_speed")
     # ...the kernel's count is not
-    assert kv["score"] == 0 and "recomputes the sequence" in kv["output"], (kv, kv_speed)
+    for kv in by_piece(results, "generate_kv"):
+        assert kv["score"] == 0 and "recomputes the sequence" in kv["output"], (kv, kv_speed)
+        assert stage(kv) == "gated"
     assert kv_speed["score"] == 0 and "too slow" in kv_speed["output"], kv_speed
 
 
@@ -189,16 +206,16 @@ GPT.generate_speculative = _tampered_speculative
 """
 
 
+@pytest.mark.grading
 def test_tampered_pass_count_earns_no_speculative_points(tmp_path):
     """The target's pass count runs inside the student's process and can be fooled; the
     kernel-timed cost with a draft that never agrees then takes the speculative points back."""
     text = variants.solution_text() + TAMPERED_SPECULATIVE
-    fooled = grade_text(tmp_path / "alone", text, tests=public("speculative"))["tests"][0]
-    assert fooled["status"] == "passed", fooled  # the in-process count alone is fooled...
+    fooled = grade_text(tmp_path / "alone", text, tests=public("speculative"))["tests"]
+    assert all(r["status"] == "passed" for r in fooled), fooled  # the in-process count alone is fooled...
     results = grade_text(tmp_path / "with_speed", text, tests=public("speculative") + public("spec_speed"))
-    spec, spec_speed = results["tests"]
     # ...the kernel's count is not
-    for row in (spec, spec_speed):
+    for row in results["tests"]:
         assert row["score"] == 0 and "do not change the work your code does" in row["output"], row
 
 
@@ -265,8 +282,8 @@ def test_buggy_submission_costs_only_its_piece(tmp_path, name):
 def test_buggy_submission_loses_points(tmp_path, name):
     (piece,) = variants.BUGGY[name][0]
     results = grade_text(tmp_path, variants.buggy(name), tests=public(piece))
-    (row,) = results["tests"]
-    assert row["score"] == 0 and row["output"].startswith("FAIL"), row
+    failed = [r for r in results["tests"] if r["score"] == 0]
+    assert failed and all(r["output"].startswith("FAIL") for r in failed), results["tests"]
 
 
 @pytest.mark.slow
@@ -283,6 +300,7 @@ def test_buggy_submission_full_grading(tmp_path, name):
     ]
 
 
+@pytest.mark.grading
 def test_solution_speed_verdicts_are_stable(tmp_path):
     """The CI-sized repeat: the correctness checks are deterministic, the timed verdicts are
     not, so grade the solution's speed tests twice more (test_solution_full_marks is the first)."""
@@ -332,7 +350,11 @@ HOSTILE_EXPECT = {  # name: (tests to run, words the student's message must cont
 }
 
 
-@pytest.mark.parametrize("name", sorted(HOSTILE_EXPECT))
+# "hangs" waits out its worker's time limits, retried as on a busy machine: a grading's length.
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.grading) if n == "hangs" else n for n in sorted(HOSTILE_EXPECT)],
+)
 def test_hostile_submission_gets_valid_result(tmp_path, monkeypatch, name):
     monkeypatch.setenv(screen.SCREEN_ENV, "off")  # the sandbox beneath the static screen
     tests, words = HOSTILE_EXPECT[name]
@@ -415,57 +437,92 @@ def test_timeout_on_busy_machine_is_not_measured(tmp_path, monkeypatch, busy):
     monkeypatch.setattr(harness.load, "contention", contention)
     monkeypatch.setattr(rubric, "LOAD_RETRIES", 1)
     results = grade_text(tmp_path, _hang_in_buffers(), tests=public("buffers"), timeout_scale=0.02)
-    (row,) = results["tests"]
-    assert row["score"] == 0
+    row = results["tests"][0]
+    assert all(r["score"] == 0 and r["output"] == row["output"] for r in results["tests"])
     if busy:
-        assert row["output"].startswith("NOT MEASURED") and "course staff will re-run" in row["output"], row
+        assert stage(row) == "not_measured" and "course staff will re-run" in row["output"], row
+        assert results["extra_data"]["flags"] == ["not_measured"]
         assert len(calls) == 1 + 2  # at start, then after each of the two timeouts
     else:
-        assert row["output"].startswith("FAIL") and "did not finish" in row["output"], row
+        assert stage(row) == "timed_out" and "did not finish" in row["output"], row
 
 
-def test_gates_take_nothing_when_the_timing_was_not_measured():
-    """Correctness rows gated on a speed test keep their points when the machine was too busy
-    to time it, and lose them when it was measured below the bar."""
+class GateStub:
+    """What apply_gates reads of a grader, set by hand."""
+
+    def __init__(self, confirmed=None, not_measured=(), speed_failure=None, on_fixture=None):
+        self.confirmed, self.not_measured = dict(confirmed or {}), set(not_measured)
+        self.speed_failure = dict(speed_failure or {})
+        self.on_fixture = on_fixture  # what the prerequisite's check gives on the speed fixture
+        self.reruns = []
+
+    def _judge_piece(self, test):
+        self.reruns.append((test.piece, test.shape))
+        return [self.on_fixture]
+
+
+def _gate_rows(tests, passed_pieces):
+    return [
+        harness._row(t, t.points, "PASS: ok", "passed")
+        if t.piece in passed_pieces
+        else harness._row(t, 0.0, "FAIL: wrong", "check_failed")
+        for t in tests
+    ]
+
+
+def test_a_gate_never_pays_without_its_evidence():
+    """Gated rows keep their points with the confirmation measured at its bar; below it they are
+    "gated"; not measured they are withheld as NOT MEASURED for staff to re-run, and flagged."""
     tests = public("generate_kv") + public("kv_speed")
-
-    class Stub:
-        confirmed, not_measured = {}, {"kv_speed"}
-
-    def fresh_rows():
-        return [
-            harness._row(tests[0], tests[0].points, "PASS: ok", passed=True),
-            harness._row(tests[1], 0.0, "NOT MEASURED: busy"),
-        ]
-
-    rows_ = fresh_rows()
-    verdicts.apply_gates(Stub(), tests, rows_)
-    assert rows_[0]["status"] == "passed"
-    Stub.not_measured, Stub.confirmed = set(), {"kv_speed": 1.1}
-    rows_ = fresh_rows()
-    verdicts.apply_gates(Stub(), tests, rows_)
-    assert rows_[0]["status"] == "failed" and "at 1.10 " in rows_[0]["output"]
+    rows_ = _gate_rows(tests, {"generate_kv"})
+    verdicts.apply_gates(GateStub(confirmed={"kv_speed": 4.0}), tests, rows_)
+    assert all(r["status"] == "passed" for r in rows_[:-1])
+    rows_ = _gate_rows(tests, {"generate_kv"})
+    verdicts.apply_gates(GateStub(confirmed={"kv_speed": 1.1}), tests, rows_)
+    assert all(stage(r) == "gated" and "at 1.10 " in r["output"] for r in rows_[:-1])
+    rows_ = _gate_rows(tests, {"generate_kv"})
+    rows_[-1]["extra_data"]["stage"] = "not_measured"
+    verdicts.apply_gates(GateStub(not_measured={"kv_speed"}), tests, rows_)
+    for r in rows_[:-1]:
+        assert r["score"] == 0 and stage(r) == "not_measured" and "staff will re-run" in r["output"], r
 
 
 @pytest.mark.parametrize("broken", ["prefill", "attn_decode", "gpt_decode"])
 def test_a_broken_prerequisite_costs_its_own_points_not_the_gated_rows(broken):
     """generate_speculative prefills and decodes with the student's code: when one of those
-    pieces fails, the spec speed test fails on it too, and the speculative rows (graded on
-    stand-ins) keep their points rather than losing them to a confirmation that could not run."""
+    pieces fails, and fails the same way again when its check runs on the speed fixture's model,
+    the speculative rows (graded on stand-ins) keep their points."""
     tests = public(broken) + public("speculative") + public("spec_speed")
-
-    class Stub:
-        confirmed, not_measured = {}, set()
-
-    rows_ = [
-        harness._row(tests[0], 0.0, "FAIL: wrong"),
-        harness._row(tests[1], tests[1].points, "PASS: ok", passed=True),
-        harness._row(tests[2], 0.0, "FAIL: wrong output on the speed fixture"),
-    ]
-    verdicts.apply_gates(Stub(), tests, rows_)
-    assert rows_[1]["status"] == "passed", rows_[1]
+    failing = checks.Outcome(False, "wrong values", "check_failed")
+    grader = GateStub(speed_failure={"spec_speed": {"kind": "wrong_output"}}, on_fixture={"x": failing})
+    rows_ = _gate_rows(tests, {"speculative"})
+    verdicts.apply_gates(grader, tests, rows_)
+    spec = [r for t, r in zip(tests, rows_) if t.piece == "speculative"]
+    assert all(r["status"] == "passed" for r in spec), spec
+    assert grader.reruns and grader.reruns[0][1] == rubric.SPEED["spec_speed"].fixture.target
     verdicts.name_prerequisites(tests, rows_)
-    assert f"Fix {broken} first" in rows_[2]["output"]
+    assert f"Fix {broken} first" in rows_[-1]["output"] and stage(rows_[-1]) == "prerequisite_failed"
+
+
+@pytest.mark.parametrize(
+    "failure, on_fixture",
+    [
+        ({"kind": "wrong_output"}, checks.Outcome(True, "right", "passed")),  # right on the fixture
+        (  # another exception than the prerequisite's on the fixture
+            {"kind": "raised", "type": "RuntimeError", "where": "model.py line 9: raise"},
+            checks.Outcome(False, "x", "raised", error={"type": "ValueError", "where": "model.py line 3: x"}),
+        ),
+    ],
+)
+def test_a_prerequisite_failing_only_in_the_public_probe_explains_nothing(failure, on_fixture):
+    """A prerequisite that fails in the public probe but not (or not the same way) on the speed
+    fixture does not explain the speed test's failure: the gated rows lose their points."""
+    tests = public("gpt_decode") + public("speculative") + public("spec_speed")
+    grader = GateStub(speed_failure={"spec_speed": failure}, on_fixture={"x": on_fixture})
+    rows_ = _gate_rows(tests, {"speculative"})
+    verdicts.apply_gates(grader, tests, rows_)
+    spec = [r for t, r in zip(tests, rows_) if t.piece == "speculative"]
+    assert all(r["score"] == 0 and stage(r) == "gated" for r in spec), spec
 
 
 def test_fast_path_bug_costs_only_its_piece(tmp_path):
@@ -473,10 +530,13 @@ def test_fast_path_bug_costs_only_its_piece(tmp_path):
     the mask; generate_kv and speculative, whose divergence it explains, keep their points."""
     tests = public("attn_decode") + public("generate_kv") + public("speculative")
     results = grade_text(tmp_path, variants.buggy("decode_fast_path_causal_mask"), tests=tests)
-    attn, kv, spec = results["tests"]
+    named = {(t.piece, t.behaviour): r for t, r in zip(tests, results["tests"])}
+    attn = named["attn_decode", "fast_path"]
     assert attn["status"] == "failed" and "wrong outside it" in attn["output"] and "mask" in attn["output"]
-    for row in (kv, spec):
+    for piece in ("generate_kv", "speculative"):
+        row = named[piece, "fast_path"]
         assert row["status"] == "passed" and "attn_decode" in row["output"], row
+    assert [r for r in results["tests"] if r["status"] != "passed"] == [attn]
 
 
 def test_readme_tables_are_the_rubric_and_the_registry():
@@ -570,7 +630,7 @@ def test_a_failed_clean_up_is_the_graders_error_and_stops_the_grading(tmp_path, 
     assert results["score"] == 0
     for row in results["tests"]:
         assert row["output"].startswith("ERROR: the autograder could not run this test"), row["output"]
-    (flag,) = results["flags"]
+    (flag,) = results["extra_data"]["flags"]
     assert flag.startswith(harness.CLEANUP_FLAG) and "a test's failure" in flag
 
 
@@ -604,3 +664,71 @@ def test_hostile_text_reaches_results_and_log_escaped(tmp_path):
         shown.encode("utf-8")
     assert "\ufffd\ufffd \\x1b[2J" in row["output"]  # the two lone surrogates, replaced
     assert len(row["output"]) < 2_000
+
+
+def test_one_row_is_re_run_with_the_speed_tests_that_gate_it():
+    """Staff re-run one row, hidden ones too (make grade ROW=...): the row itself, plus the speed
+    test whose confirmation its points need, so the gate has its evidence."""
+    (hidden_dtype,) = rubric.select_rows("KV 1/5 buffers: dtype (hidden")
+    assert hidden_dtype.visibility == rubric.HIDDEN and hidden_dtype.behaviour == "dtype"
+    chosen = rubric.select_rows("KV 5/5 generate_kv: edge_lengths (hidden")
+    assert [(t.piece, t.visibility) for t in chosen] == [
+        ("generate_kv", rubric.HIDDEN),
+        ("kv_speed", "visible"),
+    ]
+    with pytest.raises(SystemExit, match="no row"):
+        rubric.select_rows("no such row")
+
+
+def test_a_hidden_row_re_run_from_the_command_line(tmp_path):
+    graded = local.grade_in_root(
+        paths.SOLUTION_MODEL, upload_name="model.py", row="KV 1/5 buffers: dtype (hidden"
+    )
+    (row,) = graded.results["tests"]
+    assert row["score"] == row["max_score"] == 0.25 and row["visibility"] == rubric.HIDDEN
+    record = row["extra_data"]
+    assert (record["piece"], record["behaviour"], record["stage"]) == ("buffers", "dtype", "passed")
+    assert record["seeds"] == list(rubric.HIDDEN_SEEDS) and record["shape"] == rubric.HIDDEN_SHAPE
+    assert record["decided_by"] == "infkit/checks.py:_judge_dtype"
+
+
+def test_every_row_says_in_data_what_decided_it(tmp_path):
+    """Each row of results.json carries its record, and the record's stage agrees with the score."""
+    results = grade_text(tmp_path, variants.starter_text(), tests=public("buffers") + public("kv_speed"))
+    for row in results["tests"]:
+        record = row["extra_data"]
+        assert set(record) >= {"piece", "behaviour", "visibility", "seeds", "shape", "stage", "decided_by"}
+        assert record["stage"] in rows_module.STAGES and (record["stage"] == "passed") == (row["score"] > 0)
+    assert {r["extra_data"]["stage"] for r in results["tests"]} <= {"not_implemented", "prerequisite_failed"}
+
+
+def test_hidden_fixtures_ship_with_the_autograder_only():
+    """The handout carries infkit/: nothing of the hidden rows' shape or seeds is in it."""
+    shape = ", ".join(f"{k}={v}" for k, v in rubric.HIDDEN_SHAPE.items())
+    for path in (paths.ROOT / "infkit").rglob("*.py"):
+        text = path.read_text()
+        assert "HIDDEN_SHAPE" not in text and shape not in text, path
+
+
+HANGING_DECODE = """
+
+def _hanging_decode(self, x):
+    while True:
+        pass
+
+
+CausalSelfAttention.decode = _hanging_decode
+"""
+
+
+def test_a_hang_in_a_batch_of_checks_costs_only_its_piece(tmp_path, monkeypatch):
+    """The public checks share one worker; when it hangs, each piece gets its own worker, so the
+    hang is charged to the piece that has it and the others keep their points."""
+    monkeypatch.setattr(harness.load, "contention", lambda seconds=0.3: 1.0)  # judged as a quiet machine
+    tests = public("buffers") + public("attn_decode")
+    results = grade_text(tmp_path, variants.solution_text() + HANGING_DECODE, tests=tests, timeout_scale=0.25)
+    for t, row in zip(tests, results["tests"]):
+        if t.piece == "buffers":
+            assert row["status"] == "passed", row
+        else:
+            assert row["score"] == 0 and stage(row) == "timed_out", row

@@ -2,14 +2,14 @@
 
 import pytest
 
-from autograder import variants
+from autograder import rubric, variants
 from infkit import checks, loading
 
 
 @pytest.mark.parametrize("piece", checks.PIECES)
 def test_solution_passes(sol, piece):
     checks.CHECKS[piece](sol)
-    checks.CHECKS[piece](sol, shape=checks.HIDDEN_SHAPE, seed=3)
+    checks.CHECKS[piece](sol, shape=rubric.HIDDEN_SHAPE, seed=3)
 
 
 @pytest.mark.parametrize("piece", checks.PIECES)
@@ -27,7 +27,7 @@ def _load_text(tmp_path, text):
 def test_speculative_without_bonus_token_passes(tmp_path):
     """The handout's algorithm without the optional bonus token verifies in one pass per round."""
     module = _load_text(tmp_path, variants.speculative_without_bonus())
-    assert "speculative output equals" in checks.CHECKS["speculative"](module)
+    assert "the target's greedy tokens" in checks.CHECKS["speculative"](module)
 
 
 def test_verify_pass_budget_tells_rounds_from_tokens():
@@ -77,3 +77,45 @@ def test_cache_allocation_details(tmp_path, old, new, piece_message):
             checks.CHECKS["buffers"](module)
     for piece in ("prefill", "attn_decode", "gpt_decode", "generate_kv", "speculative"):
         checks.CHECKS[piece](module)
+
+
+def failing_behaviours(module, piece, **kwargs) -> set:
+    rec, errors = checks.probe(piece, module, **kwargs)
+    return {b for b, o in checks.judge(piece, module, rec, errors, **kwargs).items() if not o.passed}
+
+
+def test_every_behaviour_is_judged_for_the_solution(sol):
+    for piece in checks.PIECES:
+        assert failing_behaviours(sol, piece) == set(), piece
+
+
+@pytest.mark.parametrize("dtype", ["torch.float32", "torch.bfloat16"])
+def test_a_hard_coded_cache_dtype_fails_the_dtype_behaviour_only(tmp_path, dtype):
+    """The dtype row allocates in a float64 model too, so a cache hard-coded to float32 (right for
+    every float32 fixture) fails it, and only it."""
+    text = variants.substitute(
+        variants.solution_text(),
+        (
+            "torch.zeros(shape, device=w.device, dtype=w.dtype)",
+            f"torch.zeros(shape, device=w.device, dtype={dtype})",
+        ),
+    )
+    assert failing_behaviours(_load_text(tmp_path, text), "buffers") == {"dtype"}
+
+
+def test_an_error_in_one_behaviour_leaves_the_others_judged(tmp_path):
+    """generate_kv raising for max_new_tokens == 0 fails the edge lengths, and nothing else."""
+    text = variants.substitute(
+        variants.solution_text(),
+        (
+            "    def generate_kv(self, idx, max_new_tokens, temperature=1.0, top_k=None):\n",
+            "    def generate_kv(self, idx, max_new_tokens, temperature=1.0, top_k=None):\n"
+            "        if max_new_tokens == 0:\n"
+            "            raise ValueError('nothing to generate')\n",
+        ),
+    )
+    module = _load_text(tmp_path, text)
+    assert failing_behaviours(module, "generate_kv") == {"edge_lengths"}
+    rec, errors = checks.probe("generate_kv", module)
+    outcome = checks.judge("generate_kv", module, rec, errors)["edge_lengths"]
+    assert outcome.stage == "raised" and "nothing to generate" in outcome.message

@@ -154,7 +154,11 @@ def test_the_staff_tree_is_refused_from_a_zip(tmp_path, handout):
     shutil.copyfile(handout, staff)
     with zipfile.ZipFile(staff, "a") as z:
         z.writestr("inference-kit/solution/model.py", paths.SOLUTION_MODEL.read_text())
-    assert_short_stop(run_setup(tmp_path, uploads=[staff]), "staff kit", "make handout")
+    assert_short_stop(
+        run_setup(tmp_path, uploads=[staff]),
+        "staff's kit",
+        "the handout.zip (or the repository) your course gave you",
+    )
 
 
 def test_the_staff_tree_is_refused_from_git(tmp_path):
@@ -167,7 +171,7 @@ def test_the_staff_tree_is_refused_from_git(tmp_path):
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "staff"], check=True)
     output = run_setup(tmp_path, handout_url=repo.as_uri())
-    assert_short_stop(output, "staff kit", "make handout")
+    assert_short_stop(output, "staff's kit", "the handout.zip (or the repository) your course gave you")
 
 
 def test_a_handout_url_that_does_not_clone(tmp_path):

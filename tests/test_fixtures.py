@@ -44,9 +44,8 @@ def test_tiny_pair_agreement_in_band(tiny_pair):
 def test_grading_fixtures_not_degenerate(sol):
     """The autograder's hidden shape and speed fixtures must also give context-dependent outputs."""
     from autograder import rubric
-    from infkit import checks
 
-    for shape in (checks.HIDDEN_SHAPE, *(policy.fixture.target for policy in rubric.SPEED.values())):
+    for shape in (rubric.HIDDEN_SHAPE, *(policy.fixture.target for policy in rubric.SPEED.values())):
         model = fixtures.make_model(sol, shape, seed=0)
         prompts = fixtures.random_prompt(2, 16, shape["vocab_size"], seed=1)
         for row in model.generate(prompts, 40, top_k=1)[:, 16:].tolist():

@@ -4,8 +4,12 @@ its build refuses the YOUR-ORG placeholder of the Colab link."""
 
 import ast
 import importlib.util
+import json
 import os
+import re
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -135,3 +139,119 @@ def test_make_passes_allow_placeholder_through(tmp_path):
         ["make", "-s", "-f", str(probe), "ALLOW_PLACEHOLDER=1"], env=env, capture_output=True, text=True
     )
     assert out.stdout.strip() == "[1]", out
+
+
+# ---------------------------------------------------------------------------------------
+# What the built handout says: every file speaks to a student.
+
+STAFF_COMMANDS = re.compile(
+    r"make (?:starter|check-starter|test-slow|grade|grade-all|grade-under-load|handout|autograder|written|"
+    r"lock-py310|notebook-build|notebook-starter|notebook|format|lint)\b"
+    r"|python -m (?:autograder|infkit\.starter|infkit\.pairs|infkit\.verify_cost|infkit\.inference_math)\b"
+)
+# a path a file cites: it must be in the handout
+CITED = re.compile(
+    r"(?<![\w/.])((?:docs|autograder|solution|starter|written|notebooks|infkit|tests_public)/[\w./-]*\w)"
+)
+
+
+@pytest.fixture(scope="module")
+def handout(tmp_path_factory):
+    """The handout as built, unpacked: {path inside inference-kit/: text}, and its folder."""
+    out = tmp_path_factory.mktemp("handout")
+    zip_path = build.build_handout(out, allow_placeholder=True)
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(out)
+        names = [n for n in z.namelist() if not n.endswith("/")]
+    root = out / "inference-kit"
+    texts = {n.removeprefix("inference-kit/"): (out / n).read_text() for n in names}
+    return texts, root
+
+
+def readable(name: str, text: str) -> str:
+    """What a student reads in a file: a notebook's cell sources, any other file as it is."""
+    if name.endswith(".ipynb"):
+        return "\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
+    return text
+
+
+def test_handout_pyproject_is_the_students(handout):
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    texts, root = handout
+    config = tomllib.loads(texts["pyproject.toml"])
+    assert set(config) == {"tool"} and set(config["tool"]) == {"pytest"}, config
+    options = config["tool"]["pytest"]["ini_options"]
+    assert options["testpaths"] == ["tests_public"]
+    assert "markers" not in options and "addopts" not in options  # no slow tests to deselect
+    for name in options["testpaths"] + options["pythonpath"]:
+        assert (root / name).exists(), name
+
+
+def test_bare_pytest_in_the_handout_collects_the_public_tests(handout):
+    _, root = handout
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "INFKIT_MODEL"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    collected = [line for line in out.stdout.splitlines() if "::" in line]
+    assert collected and all(line.startswith("tests_public/") for line in collected), out.stdout
+    assert "Warning" not in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_no_staff_commands_in_the_handout(handout):
+    texts, _ = handout
+    texts = {n: readable(n, t) for n, t in texts.items()}
+    found = {n: STAFF_COMMANDS.findall(t) for n, t in texts.items() if STAFF_COMMANDS.search(t)}
+    assert not found, found
+    addressed = [n for n, t in texts.items() if re.search(r"\bstaff:", t, re.IGNORECASE)]
+    assert not addressed, f"instructions addressed to staff: {addressed}"
+
+
+def test_no_solution_or_rubric_in_the_handout(handout):
+    """'solution' only as the path the tools look for in the course's own tree ("solution"),
+    never in words; the rubric not at all."""
+    texts, _ = handout
+    for name, text in texts.items():
+        text = readable(name, text)
+        words = text.replace('"solution"', "").replace("SOLUTION_MODEL", "")
+        assert not re.search(r"solution", words, re.IGNORECASE), (
+            name,
+            re.findall(r".{40}solution.{40}", words, re.I),
+        )
+        assert "rubric" not in text.lower(), name
+
+
+def test_the_starter_and_pieces_speak_to_the_student(handout):
+    texts, _ = handout
+    first = texts["model.py"].splitlines()[0]
+    assert first.startswith("# Your model.py") and "generated" not in first, first
+    pieces_doc = ast.get_docstring(ast.parse(texts["infkit/pieces.py"]))
+    assert "Adding a piece" not in pieces_doc and "rubric" not in pieces_doc, pieces_doc
+
+
+def test_every_cited_path_ships(handout):
+    texts, _ = handout
+    missing = {}
+    for name, text in texts.items():
+        for path in CITED.findall(readable(name, text)):
+            shipped = path in texts or any(n.startswith(path.rstrip("/") + "/") for n in texts)
+            if not shipped:
+                missing.setdefault(name, set()).add(path)
+    assert not missing, missing
+
+
+def test_fp16_on_a_t4_in_the_notebook_and_help(handout):
+    texts, _ = handout
+    from infkit.bench import cli
+
+    notebook = readable("notebooks/inference.ipynb", texts["notebooks/inference.ipynb"])
+    help_text = " ".join(cli._parser().format_help().split())
+    for text in (notebook, help_text):
+        assert "fp16 on a T4" in text, text[:200]
+        for sentence in re.findall(r"[^.]*\bbf16\b[^.]*", text):
+            assert "Ampere" in sentence, sentence

@@ -19,5 +19,6 @@ def test_every_piece_names_a_stub_of_the_starter():
 
 def test_checks_and_starter_follow_the_registry():
     assert checks.PIECES == tuple(checks.PROBES) == tuple(checks.JUDGES) == pieces.CHECKED
+    assert tuple(checks.BEHAVIOURS) == pieces.CHECKED
     assert starter_gen.PIECES == pieces.NAMES
     assert set(pieces.OPTIONAL) == set(pieces.NAMES) - set(pieces.CHECKED)

@@ -29,7 +29,7 @@ def kit_corpus() -> dict[str, str]:
 def test_no_file_of_the_kits_corpus_is_refused():
     files = kit_corpus()
     refused = {name: r.flag for name, text in files.items() if (r := screen.screen(text)) is not None}
-    assert len(files) == 4 + len(variants.BUGGY) + len(student_corpus.CORPUS) == 27
+    assert len(files) == 4 + len(variants.BUGGY) + len(student_corpus.CORPUS) == 29
     assert refused == {}, f"{len(refused)} of {len(files)} refused: {refused}"
 
 
@@ -144,7 +144,7 @@ def test_a_refused_upload_is_never_run_and_says_why(tmp_path, monkeypatch):
     assert not ran and results["score"] == 0 and len(results["tests"]) == len(rubric.TESTS)
     line = text.splitlines().index("from infkit import checks as _checks") + 1
     flag = f"refused: model.py line {line}: from infkit import ..."
-    assert results["flags"] == [flag]
+    assert results["extra_data"]["flags"] == [flag]
     for row in results["tests"]:
         assert row["score"] == 0 and row["output"].startswith(f"REFUSED: model.py line {line}: from infkit")
         assert row["extra_data"]["flags"] == [flag]
@@ -188,7 +188,9 @@ def test_a_refused_upload_of_issue_28_gets_its_points(tmp_path, name):
     (sub / "model.py").write_text(variants.hostile(name, tmp_path, paths.ROOT))
     results = harness.grade(sub)
     assert_valid(results)
-    assert results["score"] == variants.HOSTILE_POINTS[name] and results["flags"][0].startswith("refused: ")
+    assert results["score"] == variants.HOSTILE_POINTS[name] and results["extra_data"]["flags"][0].startswith(
+        "refused: "
+    )
 
 
 @pytest.mark.slow

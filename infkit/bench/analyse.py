@@ -20,15 +20,25 @@ class FigureSpec:
     slow: str
     fast: str
     label: str
-    goal: float | None = None
+    # the kit's CPU reference: the range this figure took over three quiet default runs on the
+    # kit's 2-core machine (README); shown only beside the same pair and workload, never a goal
+    reference: tuple[float, float] | None = None
     largest_batch: bool = False  # at the largest batch where both have a figure (else batch 1)
 
 
-# Adding a figure to run.sh: a row here (and, for a new method, config.TEST_METHODS).
+# Adding a figure to run.sh: a row here and its key in summary.Summary (the JSON's declared type;
+# tests/test_bench.py fails without it); a new method also needs config.METHODS, LABELS,
+# TEST_METHODS, REFERENCES and its call in methods.make_methods.
 FIGURES = (
-    FigureSpec("kv_speedup_vs_naive", "throughput", "naive", "kv", "KV cache vs naive", 10.0, True),
+    FigureSpec("kv_speedup_vs_naive", "throughput", "naive", "kv", "KV cache vs naive", (11.16, 13.78), True),
     FigureSpec(
-        "kv_vs_transformers", "throughput", "hf", "kv", "generate_kv vs transformers generate", 1.5, True
+        "kv_vs_transformers",
+        "throughput",
+        "hf",
+        "kv",
+        "generate_kv vs transformers generate",
+        (1.80, 1.98),
+        True,
     ),
     FigureSpec(
         "spec_speedup_vs_kv_long_prompt",
@@ -37,7 +47,7 @@ FIGURES = (
         "speculative",
         "speculative vs KV, prefill included",
     ),
-    FigureSpec("spec_speedup_vs_kv", "latency", "kv", "speculative", "speculative vs KV", 2.0),
+    FigureSpec("spec_speedup_vs_kv", "latency", "kv", "speculative", "speculative vs KV", (2.50, 2.65)),
     FigureSpec(
         "spec_speedup_vs_kv_agreeing_draft",
         "latency",
@@ -51,7 +61,7 @@ FIGURES = (
         "hf_assisted",
         "speculative",
         "speculative vs transformers assisted",
-        1.2,
+        (2.27, 2.35),
     ),
     FigureSpec(
         "spec_speedup_vs_kv_sampled", "latency", "kv_sampled", "speculative_sampled", "speculative vs KV, T>0"
@@ -69,7 +79,7 @@ class Figure:
     high: float | None = None
     test: str = ""
     batch: int | None = None
-    goal: float | None = None
+    reference: tuple[float, float] | None = None  # the kit's CPU reference range, where it applies
     unstable: bool = False
     failure: str | None = None  # the measurement contradicts itself: no figure
 
@@ -140,8 +150,11 @@ def speedup(slow: Row | None, fast: Row | None, test: str, batch: int, offset: f
     return Figure(value, min(ratios), max(ratios), test=test, batch=batch)
 
 
-def spec_figure(spec: FigureSpec, rows: dict, workload: Workload) -> tuple[Figure, dict]:
-    """One FigureSpec's figure, and its value at every batch size of the test."""
+def spec_figure(
+    spec: FigureSpec, rows: dict, workload: Workload, with_reference: bool = False
+) -> tuple[Figure, dict]:
+    """One FigureSpec's figure, and its value at every batch size of the test; with_reference:
+    the run is the kit's reference pair and workload, so its reference range is attached."""
     by_batch = {
         B: speedup(rows.get((spec.slow, B)), rows.get((spec.fast, B)), spec.test, B)
         for B in workload.batch_sizes
@@ -152,14 +165,13 @@ def spec_figure(spec: FigureSpec, rows: dict, workload: Workload) -> tuple[Figur
     else:
         B = 1
     figure = by_batch.get(B, Figure(None, test=spec.test, batch=B))
-    return replace(figure, goal=spec.goal), {b: f.value for b, f in by_batch.items()}
+    reference = spec.reference if with_reference else None
+    return replace(figure, reference=reference), {b: f.value for b, f in by_batch.items()}
 
 
 def acceptance(row: Row | None, workload: Workload, k: int) -> tuple[float | None, str]:
-    """Fraction of drafted tokens accepted. The solution keeps exact counts in spec_stats;
-    for any other implementation they are estimated from the target's forward passes: every
-    round is one target pass that keeps its accepted drafts plus one token of its own, so
-    accepted = new tokens - rounds, out of k drafted per round."""
+    """Fraction of drafted tokens accepted: exact from the model's spec_stats where it keeps them
+    (the contract's generate_speculative does), else estimated from the target's passes."""
     if row is None:
         return None, "unavailable"
     drafted = sum(st.get("drafted", 0) for st in row.spec_stats)
@@ -167,16 +179,24 @@ def acceptance(row: Row | None, workload: Workload, k: int) -> tuple[float | Non
         return sum(st.get("accepted", 0) for st in row.spec_stats) / drafted, "spec_stats"
     if not row.passes:
         return None, "unavailable"
-    rates = []
-    for lengths in row.passes:
-        # a first pass no longer than the prompt is a prefill, not a round
-        rounds = len(lengths) - (1 if lengths and lengths[0] <= workload.prompt_len else 0)
-        if rounds <= 0:
-            return None, "unavailable"
-        # a short last round may draft fewer than k, so this slightly underestimates
-        accepted = workload.new_tokens - rounds
-        rates.append(min(1.0, accepted / (rounds * k)))
+    rates = [
+        estimate_from_passes(lengths, workload.prompt_len, workload.new_tokens, k) for lengths in row.passes
+    ]
+    if any(r is None for r in rates):
+        return None, "unavailable"
     return sum(rates) / len(rates), "estimated from target passes"
+
+
+def estimate_from_passes(lengths: list[int], prompt_len: int, new_tokens: int, k: int) -> float | None:
+    """The acceptance rate of one speculative call from the lengths of the target's forward
+    passes: every round is one target pass that keeps its accepted drafts plus one token of its
+    own, so accepted = new tokens - rounds, out of k drafted per round. A short last round may
+    draft fewer than k, so this slightly underestimates."""
+    # a first pass no longer than the prompt is a prefill, not a round
+    rounds = len(lengths) - (1 if lengths and lengths[0] <= prompt_len else 0)
+    if rounds <= 0:
+        return None
+    return max(0.0, min(1.0, (new_tokens - rounds) / (rounds * k)))
 
 
 def judge(figures: dict, reasons: dict) -> dict:

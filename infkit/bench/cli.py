@@ -7,7 +7,7 @@ import sys
 from .. import bench_models, fixtures, paths
 from .config import LATENCY_NEW_TOKENS, METHODS, TEST_METHODS, TEST_NEEDS, TESTS, Config, Workload
 
-DEFAULT_PAIR = "bench"  # fixtures.PAIRS entry for the offline default; docs/performance.md says why
+DEFAULT_PAIR = "bench"  # fixtures.PAIRS entry for the offline default: a GPT-2-sized stand-in
 
 DESCRIPTION = (
     "The throughput test and the latency test: naive generate vs generate_kv vs generate_speculative, "
@@ -56,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--draft", choices=bench_models.REAL, help="draft model with --model (gpt2 if not given)")
     p.add_argument("--pair", default=DEFAULT_PAIR, choices=sorted(fixtures.PAIRS), help="stand-in pair")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: bf16 outside --debug")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="cuda: 16-bit outside --debug (fp16 on a T4, bf16 on Ampere and newer)",
+    )
     _throughput_options(p)
     _latency_options(p)
     p.add_argument(
@@ -82,7 +87,12 @@ def _parser() -> argparse.ArgumentParser:
         "head. Greedy outputs do not depend on it, only the acceptance rate",
     )
     p.add_argument("--compile", action="store_true", help="opt-in fast path: torch.compile the decode step")
-    p.add_argument("--threads", type=int, help="torch CPU threads (torch's choice if not given)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: one per core that other programs leave free, measured "
+        "before the run; 1 on a busy machine)",
+    )
     p.add_argument("--debug", action="store_true", help="run the model in DEBUG mode (fp32, slow)")
     p.add_argument("--json", metavar="PATH", help="write the figures here")
     p.add_argument("--seed", type=int, default=0, help="prompt sampling and fixture seed")

@@ -15,7 +15,7 @@ LABELS = {
     "speculative_sampled": "speculative, T>0",
     "agreeing": "speculative, always-agreeing draft",
 }
-SAMPLED = ("kv_sampled", "speculative_sampled")  # random outputs: not compared with any other
+
 SPECULATIVE = ("speculative", "hf_assisted", "speculative_sampled")  # a few rounds of warm-up
 
 # The two tests. Throughput: long prompts at batch sizes >= 1, where the KV cache's gain over

@@ -6,7 +6,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 
-from . import analyse, machine, probes
+from . import analyse, machine, plan, probes
 from .config import Config, Workload
 from .measure import measure_test, progress_steps, prompts_for
 from .methods import make_methods
@@ -89,7 +89,8 @@ def analyse_all(measured: Measured, config: Config) -> Analysis:
         if run is None:
             figure, by_batch = analyse.Figure(None, test=spec.test), {}
         else:
-            figure, by_batch = analyse.spec_figure(spec, run.rows, run.workload)
+            applies = plan.reference_applies(config, run.workload)
+            figure, by_batch = analyse.spec_figure(spec, run.rows, run.workload, applies)
         analysis.figures[spec.key] = figure
         if spec.largest_batch:
             analysis.values[f"{spec.key}_batch"] = figure.batch

@@ -24,7 +24,7 @@ def prepare_models(config: Config):
     return models, draft_head
 
 
-def fit_to_model(config: Config, block_size: int) -> Config:
+def fit_to_model(config: Config, block_size: int, quiet: bool = False) -> Config:
     """Every test's prompt + new tokens within block_size. The latency test's default length is
     shortened to fit a small model (and says so); an explicit length that does not fit stops."""
     latency = config.workload("latency")
@@ -32,7 +32,8 @@ def fit_to_model(config: Config, block_size: int) -> Config:
         fitted = block_size - latency.prompt_len
         if fitted < 1:
             sys.exit(f"--latency-prompt-len {latency.prompt_len} leaves no room in block_size {block_size}")
-        print(f"note: the latency test generates {fitted} tokens, what block_size {block_size} leaves")
+        if not quiet:
+            print(f"note: the latency test generates {fitted} tokens, what block_size {block_size} leaves")
         config = config.with_latency_tokens(fitted)
     for w in config.workloads:
         if w.prompt_len + w.new_tokens > block_size:

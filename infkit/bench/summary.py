@@ -17,7 +17,7 @@ class FigureJSON(TypedDict):
     high: float | None
     test: str  # "throughput" or "latency": whose workload it comes from
     batch: int | None
-    goal: float | None
+    reference: list[float] | None  # the kit's CPU reference range (same pair and workload only)
     unstable: bool  # wide range, or its test ran on a busy machine
     failure: str | None  # a measurement that contradicts itself (a ceiling below its figure)
 
