@@ -27,6 +27,7 @@ AUTOGRADER_FILES = (
     "confine.py",
     "harness.py",
     "load.py",
+    "rows.py",
     "rubric.py",
     "sandbox.py",
     "screen.py",

@@ -10,18 +10,18 @@ One importable package used by run.sh, the autograder, the notebook and the test
   fixtures         seeded random-weight models: tiny, GPT-2 shapes, and draft/target pairs
   hf               the transformers twin of a model, the external oracle
   hints            one or two lines on what to do about a common exception
-  inference_math   the written part's arithmetic (staff: the answer key's numbers)
-  loading          import a model.py from any path (a student's, the starter, the solution)
+  inference_math   the written part's arithmetic
+  loading          import a model.py from any path, as its own module
   notebook         the helpers behind notebooks/inference.ipynb
-  pairs            measure the fixture pairs' agreement and cost (staff, docs/fixtures.md)
-  paths            where the solution, the starter and caches live
+  pairs            measure the fixture pairs' agreement and cost
+  paths            where model.py, the given code and the caches live
   pieces           the pieces students write, the one list the rest reads
   requirements     the package versions the kit accepts, and the notebook's install step
   sampling_check   the statistical check of speculative sampling
-  starter          generate starter/model.py from solution/model.py
+  starter          generate the student's model.py from the reference's marked regions
   timing           synchronised wall-clock timing with medians
   tokenizer        the GPT-2 BPE, built offline from files with known hashes
-  verify_cost      what a verify step costs against a one-token step (docs/performance.md)
+  verify_cost      what a verify step costs against a one-token step
 """
 
 __version__ = "0.1.0"

@@ -45,7 +45,7 @@ EXACT = os.environ.get("INFKIT_EXACT") == "1"
 NEAR_TIE = 1e-4 * TOL_SCALE
 
 # The public tests use this shape; the autograder's hidden rows pass other seeds and shapes
-# (they live with the autograder only: autograder/rubric.py).
+# (they live with the autograder only).
 PUBLIC_SHAPE = "tiny"
 
 LABELS = pieces.LABELS  # how messages name each piece
@@ -216,7 +216,7 @@ def _detach(t):
 # ---------------------------------------------------------------------------------------
 # Behaviours. Each piece's check is a set of named behaviours, each recorded and judged on its
 # own: an exception or a mismatch in one behaviour leaves the others' verdicts alone. The
-# autograder gives every behaviour its own rows and points (autograder/rubric.py).
+# autograder gives every behaviour its own rows and points.
 
 BEHAVIOURS = {
     "buffers": {
