@@ -13,6 +13,7 @@ One importable package used by run.sh, the autograder, the notebook and the test
   inference_math   the written part's arithmetic (staff: the answer key's numbers)
   loading          import a model.py from any path (a student's, the starter, the solution)
   notebook         the helpers behind notebooks/inference.ipynb
+  optional         the optional pieces' probes and judges, by piece
   pairs            measure the fixture pairs' agreement and cost (staff, docs/fixtures.md)
   paths            where the solution, the starter and caches live
   pieces           the pieces students write, the one list the rest reads
