@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from infkit import checks, loading, paths, sampling_check
+from infkit import checks, loading, optional, paths
 
 from . import load, rubric, sandbox, screen, text, verdicts
 from .rows import STAGES, error_row, flags_of
@@ -209,6 +209,8 @@ class Grader:
         }
         if test.kind == "speed":
             spec["fixture"] = dataclasses.asdict(rubric.SPEED[test.piece].fixture)
+        if test.kind == "optional":  # the worker imports the piece's probe by this name
+            spec["probe"] = optional.reference(optional.PAIRS[test.piece].probe)
         if batch_jobs is not None:
             spec["jobs"] = batch_jobs
         (job / "job.json").write_text(json.dumps(spec))
@@ -379,27 +381,19 @@ class Grader:
             per_seed.append(outcomes)
         return per_seed
 
-    def sampling(self, test: rubric.Test) -> str:
-        """The optional piece: counts from the student's sampler against the exact distribution,
-        computed here from the given code."""
+    def optional_piece(self, test: rubric.Test) -> str:
+        """An optional piece: its probe's record of the student's code, judged here with the
+        given code by the piece's judge (infkit/optional.py). Returns the PASS detail."""
         (result,) = self.run_job(test)
         error = result["error"]
         if error is not None:
             if error.get("not_implemented"):
                 raise checks.CheckFailed(f"optional piece not implemented yet ({error['message'][:160]}).")
             raise checks.CheckFailed(f"your code raised {error['type']}: {error['message'][:200]}")
-        counts = {tuple(int(x) for x in row[:-1]): int(row[-1]) for row in result["rec"]["counts"]}
-        verdict = sampling_check.judge_optional_piece(self.ref, counts)
-        detail = (
-            f"chi-square {verdict['chi2']:.1f} against a threshold of {verdict['critical']:.1f} "
-            f"(df {verdict['df']}, {verdict['runs']} seeded runs, total variation {verdict['tv']:.3f})"
-        )
-        if not verdict["passed"]:
-            raise checks.CheckFailed(
-                f"the tokens your speculative sampler emits do not follow the target's distribution: {detail}. "
-                "Accept with probability min(1, p/q); after a rejection sample from max(0, p - q) normalised."
-            )
-        return detail
+        passed, message = optional.PAIRS[test.piece].judge(self.ref, result["rec"])
+        if not passed:
+            raise checks.CheckFailed(message)
+        return message
 
 
 # ---------------------------------------------------------------------------------------
@@ -417,7 +411,7 @@ def row_record(test: rubric.Test, stage: str) -> dict:
     decided_by = {
         "check": lambda: checks.judge_source(test.piece, test.behaviour),
         "speed": lambda: "autograder/verdicts.py:speed_test",
-        "sampling": lambda: "infkit/sampling_check.py:judge_optional_piece",
+        "optional": lambda: optional.source(optional.PAIRS[test.piece].judge),
     }[test.kind]()
     return {
         "piece": test.piece,
@@ -490,7 +484,7 @@ def run_test(grader: Grader, test: rubric.Test) -> dict:
     try:
         if test.kind == "check":
             return _check_row(grader, test, grader.check(test))
-        run = {"speed": lambda t: verdicts.speed_test(grader, t), "sampling": grader.sampling}
+        run = {"speed": lambda t: verdicts.speed_test(grader, t), "optional": grader.optional_piece}
         return _row(test, float(test.points), f"PASS: {run[test.kind](test)}", "passed")
     except HarnessError as e:
         print(f"HARNESS ERROR: {e}")

@@ -14,7 +14,7 @@ mistake costs the rows of the behaviour it breaks and hard-coding the public cas
 import os
 from dataclasses import dataclass
 
-from infkit import checks, pieces
+from infkit import checks, optional, pieces
 from infkit.checks import PUBLIC_SHAPE
 
 VISIBLE, HIDDEN = "visible", "after_due_date"
@@ -22,15 +22,12 @@ VISIBLE, HIDDEN = "visible", "after_due_date"
 # here only, and the handout does not carry this file).
 HIDDEN_SHAPE = dict(n_layer=2, n_head=3, n_embd=48, vocab_size=384, block_size=96)
 HIDDEN_SEEDS = (11, 29)
-# The optional piece (GPT._accept_sampled): 0 points by default, so the test only reports.
-# Staff who want extra credit set the points here; they come on top of the 50.
-SAMPLING_POINTS = 0.0
 
 
 @dataclass(frozen=True)
 class Test:
     name: str
-    kind: str  # "check" (a behaviour of a piece of infkit.checks), "speed", or "sampling" (optional)
+    kind: str  # "check" (a behaviour of a piece of infkit.checks), "speed", or "optional" (infkit.optional)
     piece: str  # the piece checked, or the speed test's name
     points: float
     visibility: str = VISIBLE
@@ -94,6 +91,13 @@ def _piece(piece: str):
     return rows
 
 
+def _optional(piece: str, name: str, points: float = 0.0, timeout_s: float = 60.0) -> Test:
+    """The row of an optional piece (infkit/pieces.py, optional=True), graded by its probe and
+    judge (infkit/optional.py). 0 points by default, so the row only reports; staff who want
+    extra credit set its points here, and they come on top of the 50."""
+    return Test(name, "optional", piece, points, timeout_s=timeout_s)
+
+
 TESTS = [
     *_piece("buffers"),
     *_piece("prefill"),
@@ -103,24 +107,31 @@ TESTS = [
     Test("KV speed: generate_kv vs the naive generate", "speed", "kv_speed", 2, timeout_s=150),
     *_piece("speculative"),
     Test("Speculative speed: vs the target model's naive generate", "speed", "spec_speed", 4, timeout_s=150),
-    Test(
+    _optional(
+        "sampling",
         "Optional: speculative sampling (temperature > 0) keeps the target's distribution",
-        "sampling",
-        "sampling",
-        SAMPLING_POINTS,
+        points=0.0,
         timeout_s=120,
     ),
 ]
 
-# The rows follow the registry of pieces (infkit/pieces.py) and every behaviour of its checks.
-assert tuple(dict.fromkeys(t.piece for t in TESTS if t.kind == "check")) == pieces.CHECKED
-assert all(tuple(POINTS[p]) == tuple(checks.BEHAVIOURS[p]) for p in pieces.CHECKED)
-assert tuple(t.piece for t in TESTS if t.kind == "sampling") == pieces.OPTIONAL
-assert len({t.name for t in TESTS}) == len(TESTS), "row names are unique"
 
+def check_rows(tests: list) -> None:
+    """Raise AssertionError unless the rows follow the registry of pieces (infkit/pieces.py):
+    every behaviour of each checked piece, one row per optional piece with its probe and judge
+    (infkit/optional.py), unique names, and 50 points besides the optional rows."""
+    assert tuple(dict.fromkeys(t.piece for t in tests if t.kind == "check")) == pieces.CHECKED
+    assert all(tuple(POINTS[p]) == tuple(checks.BEHAVIOURS[p]) for p in pieces.CHECKED)
+    optional_rows = tuple(t.piece for t in tests if t.kind == "optional")
+    assert optional_rows == pieces.OPTIONAL == tuple(optional.PAIRS), (optional_rows, pieces.OPTIONAL)
+    assert len({t.name for t in tests}) == len(tests), "row names are unique"
+    assert sum(t.points for t in tests if t.kind != "optional") == 50
+
+
+check_rows(TESTS)
 TOTAL = sum(t.points for t in TESTS)
 HIDDEN_POINTS = sum(t.points for t in TESTS if t.visibility != VISIBLE)
-assert TOTAL - SAMPLING_POINTS == 50, TOTAL
+OPTIONAL_POINTS = sum(t.points for t in TESTS if t.kind == "optional")  # extra credit, if any
 
 
 # ---------------------------------------------------------------------------------------

@@ -394,7 +394,7 @@ CORPUS = {
 }
 
 # What can fail: a piece's behaviour (piece, behaviour), or a whole piece's rows (a speed test,
-# "sampling", or every behaviour of a piece).
+# an optional piece, or every behaviour of a piece).
 ROWS = tuple(dict.fromkeys(t.piece for t in rubric.TESTS))
 CORRECTNESS = tuple(dict.fromkeys(t.piece for t in rubric.TESTS if t.kind == "check"))
 # a speculative decoder written for greedy only ignores temperature: the optional sampling row

@@ -84,13 +84,13 @@ def main(job_dir: Path) -> None:
                 described = {behaviour: checks.describe_error(e) for behaviour, e in errors.items()}
                 per_seed.append({"rec": rec, "errors": described})
             out["results"] += per_seed if job["kind"] == "check" else [per_seed]
-    elif job["kind"] == "sampling":
-        from infkit import sampling_check
+    elif job["kind"] == "optional":  # an optional piece's probe (infkit/optional.py), named by the job
+        from importlib import import_module
 
+        module_name, _, function = job["probe"].partition(":")
+        probe = getattr(import_module(module_name), function)
         try:
-            counts = sampling_check.sample_optional_piece(module)
-            rec = {"counts": [[*outcome, n] for outcome, n in counts.items()]}
-            out["results"].append({"rec": rec, "error": None})
+            out["results"].append({"rec": probe(module), "error": None})
         except Exception as e:
             out["results"].append({"rec": {}, "error": checks.describe_error(e)})
     else:

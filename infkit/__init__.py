@@ -13,6 +13,7 @@ One importable package used by run.sh, the autograder, the notebook and the test
   inference_math   the written part's arithmetic
   loading          import a model.py from any path, as its own module
   notebook         the helpers behind notebooks/inference.ipynb
+  optional         the optional pieces' probes and judges, by piece
   pairs            measure the fixture pairs' agreement and cost
   paths            where model.py, the given code and the caches live
   pieces           the pieces students write, the one list the rest reads

@@ -12,7 +12,7 @@ class Piece:
     where: str  # what students fill in
     what: str  # the contract in one line (the README's table; the docstring is the authority)
     label: str  # how messages name it ("... is not implemented yet")
-    optional: bool = False  # checked by its own statistical test (infkit.sampling_check), not infkit.checks
+    optional: bool = False  # checked by its own probe and judge (infkit.optional), not infkit.checks
 
 
 PIECES = (

@@ -122,6 +122,31 @@ def judge_optional_piece(ref, counts: dict) -> dict:
     return distribution_test(counts, dist)
 
 
+# The grader's probe and judge of the optional piece (infkit/optional.py): the probe runs in the
+# sandboxed worker, so the counts travel as lists [*continuation, count].
+
+
+def probe(module) -> dict:
+    """The student's counts on the graded case, as plain lists."""
+    return {"counts": [[*outcome, n] for outcome, n in sample_optional_piece(module).items()]}
+
+
+def judge(ref, rec: dict) -> tuple[bool, str]:
+    """(passed, message): the probe's counts against the exact distribution of `ref`."""
+    counts = {tuple(int(x) for x in row[:-1]): int(row[-1]) for row in rec["counts"]}
+    verdict = judge_optional_piece(ref, counts)
+    detail = (
+        f"chi-square {verdict['chi2']:.1f} against a threshold of {verdict['critical']:.1f} "
+        f"(df {verdict['df']}, {verdict['runs']} seeded runs, total variation {verdict['tv']:.3f})"
+    )
+    if verdict["passed"]:
+        return True, detail
+    return False, (
+        f"the tokens your speculative sampler emits do not follow the target's distribution: {detail}. "
+        "Accept with probability min(1, p/q); after a rejection sample from max(0, p - q) normalised."
+    )
+
+
 def check_sampling(module) -> dict:
     """The optional piece in one process (notebook): distribution_test's dict."""
     return judge_optional_piece(module, sample_optional_piece(module))

@@ -24,10 +24,12 @@ BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION (\w+)\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 STUB = re.compile(r"^(\s*)# STUB ?(.*)$")
 # The starter's first lines speak to the student who opens it (the file is theirs from then on);
-# that it is generated is the staff's business (this module and the kit's README).
+# that it is generated is the staff's business (this module and the kit's README). The counts
+# of pieces follow the registry (infkit/pieces.py).
+_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 HEADER = (
-    "# Your model.py: fill in every TODO(...) stub, in the README's order (six pieces, plus one\n"
-    "# optional); `pytest tests_public` checks each piece.\n"
+    f"# Your model.py: fill in every TODO(...) stub, in the README's order ({_WORDS[len(pieces.CHECKED)]} "
+    f"pieces, plus {_WORDS[len(pieces.OPTIONAL)]}\n# optional); `pytest tests_public` checks each piece.\n"
 )
 PIECES = pieces.NAMES  # the solution's regions, in this order (the registry: infkit/pieces.py)
 

@@ -66,7 +66,7 @@ def stage(row) -> str:
 
 
 def test_rubric_points():
-    assert rubric.TOTAL - rubric.SAMPLING_POINTS == 50
+    assert rubric.TOTAL - rubric.OPTIONAL_POINTS == 50
     kv = sum(t.points for t in rubric.TESTS if t.piece in ("buffers", "prefill", "attn_decode", "gpt_decode"))
     kv += sum(t.points for t in rubric.TESTS if t.piece in ("generate_kv", "kv_speed"))
     assert kv == 30
@@ -245,7 +245,7 @@ def test_draft_sensitivity_verdicts_beside_cpu_hogs(tmp_path):
 def test_optional_sampling_piece(tmp_path):
     """The optional test passes the solution and fails a sampler that, after a rejection,
     resamples from p instead of max(0, p - q) (0 points by default: it only reports)."""
-    (test,) = [t for t in rubric.TESTS if t.kind == "sampling"]
+    (test,) = [t for t in rubric.TESTS if t.kind == "optional" and t.piece == "sampling"]
     wrong = variants.solution_text()
     old = "fix = torch.multinomial(residual / residual.sum(), 1)"
     assert wrong.count(old) == 1
@@ -254,6 +254,69 @@ def test_optional_sampling_piece(tmp_path):
     bad = grade_text(tmp_path / "bad", wrong, tests=[test])["tests"][0]
     assert good["status"] == "passed" and "chi-square" in good["output"], good
     assert bad["status"] == "failed" and "do not follow the target's distribution" in bad["output"], bad
+    for r, stage in ((good, "passed"), (bad, "check_failed")):
+        assert r["extra_data"]["stage"] == stage and r["extra_data"]["kind"] == "optional", r
+        assert r["extra_data"]["decided_by"] == "infkit/sampling_check.py:judge", r
+
+
+# A dummy optional piece: a module-level dummy_answer() that must return 42. Its probe is a
+# module of its own, which the worker imports from its code folder as it does infkit's.
+DUMMY_PROBE = '''
+def probe(module):
+    """What the submission's dummy_answer() returns."""
+    return {"answer": module.dummy_answer()}
+'''
+DUMMY_STUB = '\n\ndef dummy_answer():\n    raise NotImplementedError("TODO(dummy, optional): return 42")\n'
+
+
+def _dummy_judge(ref, rec):
+    return rec["answer"] == 42, f"dummy_answer() returned {rec['answer']}"
+
+
+def test_an_optional_piece_is_a_kind(tmp_path, monkeypatch):
+    """Adding an optional piece is its registry row, its probe/judge pair and its rubric row:
+    the rubric's checks accept the rows, and the real harness grades the piece (pass, fail,
+    stub) with nothing in the harness or the worker that names it."""
+    from infkit import optional, pieces
+
+    namespace = {"__name__": "dummy_optional"}
+    exec(DUMMY_PROBE, namespace)
+    dummy = pieces.Piece(
+        "dummy", "dummy_answer", "return 42", "the dummy piece (dummy_answer)", optional=True
+    )
+    row = rubric._optional("dummy", "Optional: dummy_answer() returns 42", points=1.0, timeout_s=60)
+    monkeypatch.setattr(pieces, "PIECES", (*pieces.PIECES, dummy))
+    monkeypatch.setattr(pieces, "OPTIONAL", (*pieces.OPTIONAL, "dummy"))
+    with pytest.raises(AssertionError):  # a registry row without its pair
+        rubric.check_rows([*rubric.TESTS, row])
+    monkeypatch.setitem(optional.PAIRS, "dummy", optional.Pair(namespace["probe"], _dummy_judge))
+    with pytest.raises(AssertionError):  # ... and with its pair but no rubric row
+        rubric.check_rows(rubric.TESTS)
+    rubric.check_rows([*rubric.TESTS, row])
+
+    prepare = sandbox.prepare_code_dir
+
+    def with_dummy_probe(parent):
+        code = prepare(parent)
+        (code / "dummy_optional.py").write_text(DUMMY_PROBE)
+        (code / "dummy_optional.py").chmod(0o644)
+        return code
+
+    monkeypatch.setattr(sandbox, "prepare_code_dir", with_dummy_probe)
+    solution = variants.solution_text()
+    answer = "\n\ndef dummy_answer():\n    return {}\n"
+    good = grade_text(tmp_path / "good", solution + answer.format(42), tests=[row])
+    bad = grade_text(tmp_path / "bad", solution + answer.format(41), tests=[row])
+    stub = grade_text(tmp_path / "stub", solution + DUMMY_STUB, tests=[row])["tests"][0]
+    assert good["score"] == 1.0 and bad["score"] == 0.0, (good, bad)
+    good, bad = good["tests"][0], bad["tests"][0]
+    assert good["status"] == "passed" and good["output"] == "PASS: dummy_answer() returned 42", good
+    assert bad["status"] == "failed" and bad["output"] == "FAIL: dummy_answer() returned 41", bad
+    assert stub["status"] == "failed" and "optional piece not implemented yet (TODO(dummy" in stub["output"]
+    for r, stage in ((good, "passed"), (bad, "check_failed"), (stub, "check_failed")):
+        assert r["extra_data"]["stage"] == stage, r
+        assert r["extra_data"]["kind"] == "optional" and r["extra_data"]["piece"] == "dummy", r
+        assert r["extra_data"]["decided_by"] == optional.source(_dummy_judge), r
 
 
 @pytest.mark.parametrize("name", sorted(variants.BUGGY))

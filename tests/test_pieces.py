@@ -2,7 +2,7 @@
 
 import re
 
-from infkit import checks, loading, paths, pieces
+from infkit import checks, loading, optional, paths, pieces
 from infkit import starter as starter_gen
 
 
@@ -22,3 +22,4 @@ def test_checks_and_starter_follow_the_registry():
     assert tuple(checks.BEHAVIOURS) == pieces.CHECKED
     assert starter_gen.PIECES == pieces.NAMES
     assert set(pieces.OPTIONAL) == set(pieces.NAMES) - set(pieces.CHECKED)
+    assert tuple(optional.PAIRS) == pieces.OPTIONAL  # each optional piece's probe and judge
