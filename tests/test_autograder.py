@@ -795,3 +795,70 @@ def test_a_hang_in_a_batch_of_checks_costs_only_its_piece(tmp_path, monkeypatch)
             assert row["status"] == "passed", row
         else:
             assert row["score"] == 0 and stage(row) == "timed_out", row
+
+
+GATE_FORGERY = """
+
+# A cheat on the gates: generate_speculative is generate_kv (it never uses the draft), GPT.decode
+# is wrong only where the public probe calls it (the tiny shape, batch 2), and on the speed
+# fixture (8 layers) generate_speculative raises, hoping a failed prerequisite excuses the gate.
+_honest_decode = GPT.decode
+
+
+def _decode(self, idx):
+    logits = _honest_decode(self, idx)
+    return logits + 1.0 if (self.config.n_embd, idx.size(0)) == (64, 2) else logits
+
+
+def _speculative(self, idx, max_new_tokens, draft_model, temperature=1.0, top_k=None, num_speculative=4):
+    if self.config.n_layer == 8:
+        raise RuntimeError("not on the speed fixture")
+    return self.generate_kv(idx, max_new_tokens, temperature=temperature, top_k=top_k)
+
+
+GPT.decode = _decode
+GPT.generate_speculative = _speculative
+"""
+
+
+@pytest.mark.grading
+def test_a_staged_prerequisite_failure_keeps_no_gated_points(tmp_path):
+    """The gate exception pays only with its evidence: gpt_decode fails the public probe but not
+    on the speed fixture's model, so it does not explain the speed test's failure, and the
+    speculative rows (a generate_kv in disguise) keep nothing."""
+    tests = [t for t in rubric.TESTS if t.piece in ("gpt_decode", "speculative", "spec_speed")]
+    results = grade_text(tmp_path, variants.solution_text() + GATE_FORGERY, tests=tests)
+    named = {(t.piece, t.behaviour, t.visibility): r for t, r in zip(tests, results["tests"])}
+    assert named["gpt_decode", "logits", rubric.VISIBLE]["score"] == 0
+    for (piece, _, _), row in named.items():
+        if piece == "speculative":
+            assert row["score"] == 0, row
+    assert sum(r["score"] for r in results["tests"]) <= 2.5  # gpt_decode's kv_pos and hidden rows
+
+
+MEMOISED = """
+
+# A correct file that memoises its outputs: the in-process timing repeats one prompt, so it would
+# show a huge speed; the leaderboard takes the kernel-timed calls, on prompts drawn per grading.
+_memo = {}
+_honest_kv = GPT.generate_kv
+
+
+def _memo_kv(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+    key = (id(self), tuple(idx.shape), tuple(idx.flatten().tolist()), max_new_tokens)
+    if key not in _memo:
+        _memo[key] = _honest_kv(self, idx, max_new_tokens, temperature=temperature, top_k=top_k)
+    return _memo[key].clone()
+
+
+GPT.generate_kv = _memo_kv
+"""
+
+
+@pytest.mark.grading
+def test_the_leaderboard_is_not_the_uploads_to_write(tmp_path):
+    """Memoised outputs make the in-process timing meaningless (hundreds of thousands of tokens/s
+    there); the leaderboard's figure comes from the kernel-timed, output-checked calls."""
+    results = grade_text(tmp_path, variants.solution_text() + MEMOISED, tests=public("kv_speed"))
+    (entry,) = [e for e in results["leaderboard"] if "tokens/s" in e["name"]]
+    assert 0 < entry["value"] < 20_000, entry  # an honest cache: about 10^3 on a laptop-class CPU
