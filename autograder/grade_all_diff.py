@@ -1,5 +1,6 @@
 """The regrade diff of `make grade-all --against OLD/grades.csv`: who gained or lost points, on
-which tests, and why (the old and the new message side by side).
+which tests, and why: the stage that decided each row then and now (from the rows' records,
+extra_data), with the old and the new message side by side for reading.
 
 Old messages come from OLD/results/<id>.json, written next to the CSV by the earlier run.
 Submissions are matched by id, then by email, then by student name (a re-export can give a
@@ -11,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .grade_all_report import FIXED_COLUMNS, failure_text, tests_of
+from .grade_all_report import FIXED_COLUMNS, failure_text, record_of, tests_of
 
 EPS = 1e-9
 
@@ -26,6 +27,8 @@ class Change:
     new: float | None
     old_message: str
     new_message: str
+    old_stage: str = ""  # the record's stage ("" where the row had none)
+    new_stage: str = ""
 
 
 @dataclass
@@ -55,12 +58,12 @@ def load_previous(csv_path: Path) -> tuple[list[dict], list[str]]:
         return list(reader), [c for c in columns if c not in FIXED_COLUMNS]
 
 
-def _old_messages(csv_path: Path, sid: str) -> dict[str, str] | None:
+def _old_rows(csv_path: Path, sid: str) -> dict[str, dict] | None:
     try:
         results = json.loads((csv_path.parent / "results" / f"{sid}.json").read_text())
     except (OSError, ValueError):
         return None
-    return {str(t["name"]): failure_text(t.get("output", "")) for t in tests_of(results)}
+    return {str(t["name"]): t for t in tests_of(results)}
 
 
 def _match(record, rows_by: dict) -> dict | None:
@@ -83,19 +86,24 @@ def regrade_diff(records, against: Path) -> Diff:
         matched.add(row["id"])
         new_scores = {str(t["name"]): t for t in tests_of(record.results)}
         names = list(new_scores) + [n for n in old_tests if n not in new_scores]
-        old_messages = _old_messages(against, row["id"])
+        old_rows = _old_rows(against, row["id"])
         changed = []
         for name in names:
             old = _number(row.get(name))
             new = _number(new_scores[name].get("score")) if name in new_scores else None
             if old is None and new is None or (old is not None and new is not None and abs(old - new) < EPS):
                 continue
-            if old_messages is None:
+            if old_rows is None:
                 diff.old_messages_missing = True
-            old_msg = (old_messages or {}).get(name, "(old message not kept)" if old_messages is None else "")
-            new_msg = failure_text(new_scores[name].get("output", "")) if name in new_scores else ""
+            old_row = (old_rows or {}).get(name)
+            old_msg = failure_text(old_row.get("output", "")) if old_row else ""
+            if old_rows is None:
+                old_msg = "(old message not kept)"
+            new_row = new_scores.get(name)
+            new_msg = failure_text(new_row.get("output", "")) if new_row else ""
+            stages = [str(record_of(r).get("stage", "")) if r else "" for r in (old_row, new_row)]
             s = record.sub
-            changed.append(Change(s.id, s.student, s.email, name, old, new, old_msg, new_msg))
+            changed.append(Change(s.id, s.student, s.email, name, old, new, old_msg, new_msg, *stages))
         old_total, new_total = _number(row.get("total")) or 0.0, float(record.results.get("score", 0))
         if changed or abs(old_total - new_total) > EPS:
             diff.changes += changed
@@ -126,6 +134,8 @@ def write(diff: Diff, out: Path):
                 "old_score",
                 "new_score",
                 "change",
+                "old_stage",
+                "new_stage",
                 "old_message",
                 "new_message",
             ]
@@ -140,6 +150,8 @@ def write(diff: Diff, out: Path):
                     _points(c.old),
                     _points(c.new),
                     _delta(c.old, c.new),
+                    c.old_stage,
+                    c.new_stage,
                     c.old_message,
                     c.new_message,
                 ]

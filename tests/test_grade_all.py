@@ -191,6 +191,7 @@ def test_resume_keeps_results_and_regrade_diff(graded_export, monkeypatch, capsy
     assert alice["old_message"] == "FAIL: after a prefill of 12 tokens, seq_pos is 13."
     assert alice["new_message"].startswith("PASS")
     assert bob["change"] == "-2" and "not implemented yet" in bob["new_message"]
+    assert (alice["new_stage"], bob["new_stage"]) == ("passed", "not_implemented")  # from the records
     assert (
         "## submission_1001: 0 -> 4 (+4), Alice Liddell <alice@example.edu>"
         in (out / "regrade_diff.md").read_text()
