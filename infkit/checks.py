@@ -1,19 +1,20 @@
-"""Correctness checks for each piece of the student contract.
+"""Correctness checks for each piece of the student contract, behaviour by behaviour.
 
-Each piece has two halves, so that the same check can run in one process (public tests,
-notebook) or split across two (the autograder):
+Each piece (infkit/pieces.py) has named behaviours (BEHAVIOURS) and two halves, so that the
+same check can run in one process (public tests, notebook) or split across two (the autograder):
 
-  probe_<piece>(module, rec, shape, seed)   runs the student's code on seeded fixtures and
-                                            records its raw outputs (tensors, ints) in `rec`;
-                                            nothing is judged here
-  judge_<piece>(ref, rec, shape, seed)      rebuilds the same fixtures from a reference module
-                                            `ref` (the given code: forward, naive generate),
-                                            computes the expected outputs itself and compares;
-                                            raises CheckFailed with what to fix
+  probe_<piece>(module, rec, errors, shape, seed)
+      runs the student's code on seeded fixtures and records its raw outputs (tensors, ints)
+      in rec[behaviour], and what it raised in errors[behaviour]; nothing is judged here
+  JUDGES[piece][behaviour](ref, rec[behaviour], shape, seed)
+      rebuilds the same fixtures from a reference module `ref` (the given code: forward, naive
+      generate), computes the expected outputs itself and compares: returns what was run, or
+      raises CheckFailed with what to fix
 
-The autograder runs the probe in a sandboxed worker and the judge in its own trusted process,
-so student code never sees (or patches) the code that decides. `CHECKS[piece](module)` does
-both in one process, with the module's own given code as the reference.
+`probe()` and `judge()` run them (judge gives an Outcome per behaviour). The autograder runs
+the probe in a sandboxed worker and the judges in its own trusted process, so student code
+never sees the code that decides. `CHECKS[piece](module)` does both in one process, with the
+module's own given code as the reference.
 
 Run the checks against a model.py from the shell:  python -m infkit.checks PATH [piece ...]
 """

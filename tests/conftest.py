@@ -36,7 +36,7 @@ def tiny_pair(sol):
 
 def _worker_for_root():
     """As root, the autograder runs student code as an unprivileged account or refuses to grade;
-    give this session a uid of its own and, where needed, a Python that uid can run, so the
+    give this pytest run a uid of its own and, where needed, a Python that uid can run, so the
     tests exercise the real privilege drop (with none, grading fails closed and tests say so)."""
     if os.geteuid() != 0:
         return
