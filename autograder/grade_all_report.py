@@ -32,6 +32,7 @@ LIMIT_KINDS = {
     "output": "output limit",
     "signal": "worker crashed",
     "exit": "worker crashed",
+    "broken": "autograder error",
 }
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -72,16 +71,6 @@ class WorkerCrashed(checks.CheckFailed):
     def __init__(self, message: str, limit: str):
         super().__init__(message)
         self.limit = limit
-
-
-def crash_limit(result) -> str:
-    """Which limit stopped a worker that left no usable output: memory, output, cpu, signal, exit."""
-    rc = result.returncode
-    if rc is not None and rc < 0:
-        return {signal.SIGXFSZ: "output", signal.SIGXCPU: "cpu"}.get(-rc, "signal")
-    if result.log_bytes >= (sandbox.MAX_FILE_MB - 1) * 1024 * 1024:
-        return "output"
-    return "memory" if "MemoryError" in result.log_tail else "exit"
 
 
 class NotMeasured(Exception):
@@ -284,7 +273,7 @@ class Grader:
         if not usable:
             if result.timed_out:
                 raise WorkerTimedOut(sandbox.explain_crash(result, timeout) + shown)
-            raise WorkerCrashed(sandbox.explain_crash(result, timeout) + shown, crash_limit(result))
+            raise WorkerCrashed(sandbox.explain_crash(result, timeout) + shown, sandbox.crash_limit(result))
         if result.out_path.stat().st_size > sandbox.MAX_OUT_MB * 1024 * 1024:
             raise checks.CheckFailed("your code produced outputs far larger than the test needs.")
         try:

@@ -378,33 +378,46 @@ def is_plain_file(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
 
 
+def crash_limit(r: WorkerResult) -> str:
+    """What stopped a worker that left no usable output: broken (the grader's own packages did
+    not import), output, cpu, signal, memory or exit (results.json records it)."""
+    rc = r.returncode
+    if rc == WORKER_BROKEN_EXIT and WORKER_BROKEN in r.log_tail:
+        return "broken"
+    if rc is not None and rc < 0:
+        return {signal.SIGXFSZ: "output", signal.SIGXCPU: "cpu"}.get(-rc, "signal")
+    if r.log_bytes >= (MAX_FILE_MB - 1) * 1024 * 1024:
+        return "output"
+    return "memory" if "MemoryError" in r.log_tail else "exit"
+
+
 def explain_crash(r: WorkerResult, timeout_s: float, memory_mb: int = MEMORY_MB) -> str:
     """One sentence for the student about a worker that produced no usable output."""
     if r.timed_out:
         return f"your code did not finish within {timeout_s:.0f} s (an infinite loop, or far too slow?)."
-    rc = r.returncode
-    if rc == WORKER_BROKEN_EXIT and WORKER_BROKEN in r.log_tail:
+    limit, rc = crash_limit(r), r.returncode
+    if limit == "broken":
         return (
             "the grader's worker could not import its own packages (torch, the kit) before reading "
             "your file: a problem with the autograder, not your code; please contact the course staff."
         )
-    if rc is not None and rc < 0:
-        sig = -rc
-        if sig == signal.SIGXFSZ:
+    if limit == "output":
+        if rc is not None and rc < 0:
             return (
                 f"your code wrote more than {MAX_FILE_MB} MB of output (prints in a loop?) and was stopped."
             )
-        if sig == signal.SIGXCPU:
-            return "your code used up its CPU time limit and was stopped."
+        return TOO_MUCH_OUTPUT
+    if limit == "cpu":
+        return "your code used up its CPU time limit and was stopped."
+    if limit == "signal":
+        sig = signal.Signals(-rc)
         if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
             return (
-                f"your code was killed by signal {signal.Signals(sig).name}: most often it ran out of "
+                f"your code was killed by signal {sig.name}: most often it ran out of "
                 f"memory (the limit is {memory_mb} MB) or crashed the interpreter."
             )
-        return f"your code was killed by signal {signal.Signals(sig).name}."
-    if r.log_bytes >= (MAX_FILE_MB - 1) * 1024 * 1024:
-        return TOO_MUCH_OUTPUT
-    if "MemoryError" in r.log_tail:
+        return f"your code was killed by signal {sig.name}."
+    if limit == "memory":
         return f"your code ran out of memory (the limit is {memory_mb} MB)."
     return (
         f"the grader's process ended (exit code {rc}) before your code finished: do not call "
