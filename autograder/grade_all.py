@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from infkit.bench import plan
+
 from . import grade_all_diff, grade_all_report, local, sandbox, text
 from .grade_all_inputs import InputError, Submission, find_submissions
 from .rows import error_row, flags_of
@@ -71,9 +73,11 @@ def available_memory_gb() -> float | None:
     return None
 
 
-def default_jobs() -> int:
-    cores = physical_cores()
-    jobs = cores - 1 if cores > 2 else 1
+def default_jobs(others_cores: float | None = 0.0) -> int:
+    """One grading per physical core that other programs leave free (run.sh's rule for its
+    threads, infkit.bench.plan.choose_threads), at most what the memory holds at 1.5 GB each.
+    others_cores: the cores' worth of CPU other programs use now (None: unknown, all free)."""
+    jobs, _ = plan.choose_threads(physical_cores(), others_cores)
     memory = available_memory_gb()
     if memory is not None:
         jobs = min(jobs, int(memory // MEMORY_PER_JOB_GB))
@@ -313,7 +317,8 @@ def main(argv=None) -> int:
         "--jobs",
         type=int,
         default=0,
-        help=f"gradings at a time (default here: {default_jobs()}: one per physical core but one, 1.5 GB each)",
+        help="gradings at a time (default: one per physical core that other programs leave free, "
+        "1.5 GB each)",
     )
     parser.add_argument(
         "--against", type=Path, help="an earlier grades.csv: write the regrade diff against it"
@@ -354,7 +359,7 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"grade-all: {e}", file=sys.stderr)
         return 2
-    jobs = args.jobs if args.jobs > 0 else default_jobs()
+    jobs = args.jobs if args.jobs > 0 else default_jobs(plan.others_cores_now())
     print(
         f"{len(subs)} submissions in {args.submissions}; grading {jobs} at a time into {args.out}", flush=True
     )

@@ -114,3 +114,26 @@ def test_the_estimate_needs_no_model():
     assert bench_main._estimate(cli.parse([]), 2) == pytest.approx(plan.REFERENCE_SECONDS)
     assert bench_main._estimate(cli.parse(["--pair", "tiny"]), 2) is None
     assert bench_main._estimate(cli.parse(["--prompt-len", "1000"]), 2) is None  # does not fit
+
+
+def test_a_busy_machine_runs_a_smaller_throughput_test():
+    """Busy, with the threads left to run.sh: the throughput test's generation shrinks, the
+    latency test (the speculative figures) is untouched, and the line says how to keep the
+    default. Any explicit choice keeps the workload as asked."""
+    default = cli.parse([])
+    quiet, line = plan.busy_workload(default, busy=False)
+    assert quiet == default and line is None
+    smaller, line = plan.busy_workload(default, busy=True)
+    assert smaller.workload("throughput").new_tokens == plan.BUSY_NEW_TOKENS
+    assert smaller.workload("latency") == default.workload("latency")
+    assert "--full-workload" in line
+    assert plan.units(smaller) < 0.7 * plan.units(default)
+    for argv in (
+        ["--full-workload"],
+        ["--threads", "1"],
+        ["--new-tokens", "48"],
+        ["--pair", "tiny", "--threads", "2"],
+    ):
+        config = cli.parse(argv)
+        assert plan.busy_workload(config, busy=True) == (config, None), argv
+    assert plan.busy_workload(cli.parse(["--skip", "throughput"]), busy=True)[1] is None

@@ -407,14 +407,23 @@ def test_interrupted_batch_resumes_and_regrades_changed_uploads(tmp_path):
     assert len(calls) == 3 + 5
 
 
-def test_default_jobs_leave_a_core_and_fit_memory(monkeypatch):
+def test_default_jobs_take_the_free_cores_and_fit_memory(monkeypatch):
+    """A quiet 4-core machine grades 4 at a time (300 in under 2 hours at 76 CPU-s each); other
+    programs' cores are left to them; memory caps the count at 1.5 GB a grading."""
     monkeypatch.setattr(grade_all, "physical_cores", lambda: 16)
     monkeypatch.setattr(grade_all, "available_memory_gb", lambda: 100.0)
-    assert grade_all.default_jobs() == 15
+    assert grade_all.default_jobs() == 16
+    assert grade_all.default_jobs(others_cores=2.0) == 14
+    assert grade_all.default_jobs(others_cores=None) == 16
     monkeypatch.setattr(grade_all, "available_memory_gb", lambda: 6.0)
     assert grade_all.default_jobs() == 4
+    monkeypatch.setattr(grade_all, "physical_cores", lambda: 4)
+    monkeypatch.setattr(grade_all, "available_memory_gb", lambda: 16.0)
+    assert grade_all.default_jobs() == 4
+    assert grade_all.default_jobs(others_cores=1.0) == 3
     monkeypatch.setattr(grade_all, "physical_cores", lambda: 2)
-    assert grade_all.default_jobs() == 1
+    assert grade_all.default_jobs() == 2
+    assert grade_all.default_jobs(others_cores=2.0) == 1
 
 
 # ---------------------------------------------------------------------------------------

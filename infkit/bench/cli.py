@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: one per core that other programs leave free, measured "
         "before the run; 1 on a busy machine)",
     )
+    p.add_argument(
+        "--full-workload",
+        action="store_true",
+        help="keep the default workload on a busy machine (by default, when run.sh picks the threads "
+        "and other programs hold the CPU, the throughput test generates fewer tokens)",
+    )
     p.add_argument("--debug", action="store_true", help="run the model in DEBUG mode (fp32, slow)")
     p.add_argument("--json", metavar="PATH", help="write the figures here")
     p.add_argument("--seed", type=int, default=0, help="prompt sampling and fixture seed")
@@ -211,4 +217,5 @@ def parse(argv=None) -> Config:
         workloads=workloads,
         command=command,
         fit_latency=not hasattr(args, "latency_new_tokens"),
+        full_workload=args.full_workload,
     )

@@ -117,6 +117,7 @@ class Config:
     workloads: tuple[Workload, ...]  # the tests that run, in order
     command: str
     fit_latency: bool = False  # the latency test's new tokens are the default: fit them to the model
+    full_workload: bool = False  # keep the default workload on a busy machine (plan.busy_workload)
 
     def workload(self, test: str) -> Workload | None:
         return next((w for w in self.workloads if w.test == test), None)

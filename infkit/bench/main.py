@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     config = cli.parse(argv)
     threads, why, others = pick_threads(config)
     torch.set_num_threads(threads)
+    warning = plan.busy_warning(others, machine.cores()) if config.device == "cpu" else None
+    config, smaller = plan.busy_workload(config, busy=warning is not None)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
     if config.with_hf:
@@ -49,8 +51,9 @@ def main(argv=None) -> int:
         transformers.logging.set_verbosity_error()
     # before the models load (a minute for the large ones): what this run will use and cost
     print(f"threads: {why}")
+    if smaller:
+        print(smaller)
     print(plan.estimate_line(_estimate(config, threads)))
-    warning = plan.busy_warning(others, machine.cores()) if config.device == "cpu" else None
     if warning:
         print(warning)
     sys.stdout.flush()

@@ -14,6 +14,7 @@ is an order of magnitude, not a promise: another CPU, or a busy one, changes it.
 
 import math
 import time
+from dataclasses import replace
 
 from . import machine
 from .config import Config, Workload
@@ -150,6 +151,41 @@ BUSY_ADVICE = (
     "smaller workload, e.g. `./run.sh --threads 1 --skip throughput` (the latency test alone) or "
     "`./run.sh --threads 1 --new-tokens 32 --latency-samples 1`; compare ratios from one run only."
 )
+
+# On a busy machine, when the thread count is run.sh's own choice, the throughput test generates
+# this many tokens instead of its default 64: naive generate is half the default run's cost, and
+# one thread that shares its core with other programs would otherwise take more than twice the
+# quiet run's wall time. The ratios keep their direction; they are not the reference's figures.
+BUSY_NEW_TOKENS = 32
+
+
+def busy_workload(config: Config, busy: bool) -> tuple[Config, str | None]:
+    """(the config to run, a line saying what changed or None). Shrinks the throughput test's
+    generation on a busy machine when nothing asked for the default workload to be kept: the
+    thread count left to run.sh, --new-tokens at its default, no --full-workload, on a CPU."""
+    throughput = config.workload("throughput")
+    from .cli import parse  # cli imports this module's callers, not this module
+
+    default = parse([]).workload("throughput")
+    if (
+        not busy
+        or config.full_workload
+        or config.threads
+        or config.device != "cpu"
+        or throughput is None
+        or default is None
+        or throughput.new_tokens != default.new_tokens
+        or throughput.new_tokens <= BUSY_NEW_TOKENS
+    ):
+        return config, None
+    smaller = tuple(
+        replace(w, new_tokens=BUSY_NEW_TOKENS) if w is throughput else w for w in config.workloads
+    )
+    line = (
+        f"busy machine: the throughput test generates {BUSY_NEW_TOKENS} tokens, not "
+        f"{throughput.new_tokens}, to keep the run short (--full-workload keeps the default)"
+    )
+    return replace(config, workloads=smaller), line
 
 
 def busy_warning(others_cores: float | None, n_cores: int) -> str | None:
