@@ -31,7 +31,7 @@ lock-py310:  ## regenerate autograder/constraints-py310.txt (Gradescope's Python
 test: venv  ## lint, starter drift check, and the fast tests (CI runs it first, then test-grading)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m infkit.starter --check
+	$(PY) -m staff.starter --check
 	$(PY) -m pytest -q -m "not slow and not grading" tests
 
 test-grading: venv  ## the complete gradings (solution, starter, speed verdicts, cheats, a class export)
@@ -48,10 +48,10 @@ format: venv  ## ruff format + autofix
 	$(PY) -m ruff check --fix .
 
 starter: venv  ## regenerate starter/model.py from solution/model.py
-	$(PY) -m infkit.starter
+	$(PY) -m staff.starter
 
 check-starter: venv  ## fail if starter/model.py is stale
-	$(PY) -m infkit.starter --check
+	$(PY) -m staff.starter --check
 
 bench: venv  ## the throughput / latency test (same as ./run.sh)
 	./run.sh
@@ -61,20 +61,20 @@ bench: venv  ## the throughput / latency test (same as ./run.sh)
 .PHONY: notebook notebook-build notebook-starter
 
 notebook-build: venv  ## regenerate notebooks/inference.ipynb from notebooks/inference.py
-	$(PY) notebooks/build_notebook.py
+	$(PY) staff/build_notebook.py
 
 notebook: venv  ## run the notebook headless against the solution (offline stand-ins); fails on any cell error
-	INFKIT_MODEL=$(CURDIR)/solution/model.py $(PY) notebooks/execute.py
+	INFKIT_MODEL=$(CURDIR)/solution/model.py $(PY) staff/execute_notebook.py
 
 notebook-starter: venv  ## run it against the starter: must stop at the first stub with a short message
-	$(PY) notebooks/execute.py --starter
+	$(PY) staff/execute_notebook.py --starter
 
 # The written part: the calculator writes the answers, TeX builds both PDFs (needs pdflatex).
 .PHONY: written
 GPU ?= t4
 
 written: venv  ## build/written/: template.pdf, key.pdf (staff), answers.json; GPU=t4|a100|h100
-	$(PY) -m infkit.inference_math --gpu $(GPU) --out build/written
+	$(PY) -m staff.inference_math --gpu $(GPU) --out build/written
 	written/build.sh build/written
 
 # The Gradescope autograder (autograder/) and the student handout.
@@ -83,25 +83,25 @@ SUBMISSION ?= starter/model.py
 RESULTS ?= build/results.json
 
 autograder: venv check-starter  ## build build/autograder.zip (upload it to Gradescope)
-	$(PY) -m autograder.build autograder
+	$(PY) -m staff.build autograder
 
 grade-under-load: venv  ## grade the solution RUNS times beside HOGS busy processes [QUOTA=0.5 of a core] (load never costs points)
-	$(PY) -m autograder.under_load --runs $(or $(RUNS),10) --hogs $(or $(HOGS),2) $(if $(QUOTA),--cpu-quota $(QUOTA))
+	$(PY) -m staff.under_load --runs $(or $(RUNS),10) --hogs $(or $(HOGS),2) $(if $(QUOTA),--cpu-quota $(QUOTA))
 
 grade: venv  ## grade one upload as Gradescope would: make grade SUBMISSION=path/model.py [RESULTS=...] [ROW="KV 5/5"]
-	$(PY) -m autograder.local $(SUBMISSION) --results $(RESULTS) $(if $(ROW),--row "$(ROW)")
+	$(PY) -m staff.local $(SUBMISSION) --results $(RESULTS) $(if $(ROW),--row "$(ROW)")
 
-# A whole class through the same flow: grades.csv, results/, report.html (autograder/grade_all.py).
+# A whole class through the same flow: grades.csv, results/, report.html (staff/grade_all.py).
 .PHONY: grade-all
 OUT ?= build/grades
 JOBS ?= 0
 
 grade-all: venv  ## grade a class: make grade-all SUBMISSIONS=folder-or-export.zip [OUT=build/grades] [JOBS=n] [AGAINST=old/grades.csv]
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade-all SUBMISSIONS=folder-or-export.zip [OUT=...] [JOBS=n]"; exit 2; }
-	$(PY) -m autograder.grade_all "$(SUBMISSIONS)" --out "$(OUT)" --jobs $(JOBS) $(if $(AGAINST),--against "$(AGAINST)")
+	$(PY) -m staff.grade_all "$(SUBMISSIONS)" --out "$(OUT)" --jobs $(JOBS) $(if $(AGAINST),--against "$(AGAINST)")
 
 handout: venv check-starter  ## build build/handout.zip for students (stops on the YOUR-ORG placeholder; ALLOW_PLACEHOLDER=1 for a local try)
-	$(PY) -m autograder.build handout
+	$(PY) -m staff.build handout
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache .ruff_cache

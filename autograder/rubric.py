@@ -301,7 +301,7 @@ def points_table() -> str:
 
 
 TABLES = {  # marker -> (the table, the READMEs that hold it)
-    "points-table": (points_table, ("README.md", "autograder/handout_README.md")),
+    "points-table": (points_table, ("README.md", "handout/README.md")),
     "pieces-table": (pieces.contract_table, ("README.md",)),
 }
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from infkit import paths
 
-from . import confine
+from . import confine, imports
 
 # The unprivileged account that setup.sh creates, else `nobody`; AUTOGRADER_WORKER_USER names
 # another, or gives a bare uid (no account needed: the tests take one per session).
@@ -166,14 +166,32 @@ def choose_worker():
     return user, None
 
 
+# What the worker runs: its two files, and the module that names the optional pieces' probes
+# (the worker imports a probe by the name a job gives it).
+WORKER_FILES = ("worker.py", "speed.py")
+WORKER_ENTRIES = (
+    *(Path(__file__).parent / name for name in WORKER_FILES),
+    paths.ROOT / "infkit" / "optional.py",
+)
+
+
+def worker_infkit_files() -> list[Path]:
+    """The infkit files the worker imports (imports.infkit_files of WORKER_ENTRIES)."""
+    return imports.infkit_files(WORKER_ENTRIES, paths.ROOT)
+
+
 def prepare_code_dir(parent: Path) -> Path:
-    """A world-readable copy of exactly what the worker needs: infkit, worker.py, speed.py and
-    the reference (given) model code. No rubric, no harness, no hidden seeds."""
+    """A world-readable copy of exactly what the worker imports: worker.py, speed.py, the infkit
+    files they reach, and the reference (given) model code. No rubric, no harness, no hidden
+    seeds, no infkit module the worker never imports."""
     code = parent / "code"
     code.mkdir()
     here = Path(__file__).parent
-    shutil.copytree(paths.ROOT / "infkit", code / "infkit", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("worker.py", "speed.py"):
+    for src in worker_infkit_files():
+        target = code / src.relative_to(paths.ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, target)
+    for name in WORKER_FILES:
         shutil.copy(here / name, code / name)
     shutil.copy(paths.STARTER_MODEL, code / "reference_model.py")
     for p in [code, *code.rglob("*")]:

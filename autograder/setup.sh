@@ -26,9 +26,9 @@ python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --no-cache-dir --no-deps --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 CONSTRAINTS=()
 if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then
-    CONSTRAINTS=(-c "$SOURCE/constraints-py310.txt")
+    CONSTRAINTS=(-c "$SOURCE/autograder/constraints-py310.txt")
 fi
-"$VENV/bin/python" -m pip install --no-cache-dir ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r "$SOURCE/requirements.txt"
+"$VENV/bin/python" -m pip install --no-cache-dir ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r "$SOURCE/autograder/requirements.txt"
 chmod -R a+rX "$VENV"
 
 if ! id "$WORKER_USER" > /dev/null 2>&1; then

@@ -26,7 +26,6 @@ import functools
 import math
 import os
 import sys
-import traceback
 
 import torch
 
@@ -1270,9 +1269,8 @@ def judge(piece, ref, rec, errors=None, shape=PUBLIC_SHAPE, seed=0) -> dict:
 def describe_error(e: BaseException, filename: str = "model.py") -> dict:
     """A JSON-able description of an exception, naming the deepest line in `filename`."""
     where = ""
-    for frame in traceback.extract_tb(e.__traceback__):
-        if os.path.basename(frame.filename) == filename:
-            where = f"{filename} line {frame.lineno}: {(frame.line or '').strip()[:100]}"
+    for frame in hints.student_frames(e, filename)[-1:]:
+        where = f"{filename} line {frame.lineno}: {(frame.line or '').strip()[:100]}"
     return {
         "type": type(e).__name__,
         "message": str(e)[:500],

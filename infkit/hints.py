@@ -13,6 +13,7 @@ another dtype than the weights. The answer names the line of model.py where it h
 import os
 import re
 import traceback
+from pathlib import Path
 
 NO_GPU = (
     "Torch not compiled with CUDA enabled",
@@ -36,11 +37,21 @@ DTYPE_WORDS = re.compile(
 )
 
 
+def student_frames(exc: BaseException, filename: str = "model.py", path=None) -> list:
+    """The frames of exc's traceback that lie in the student's file, innermost last: the file at
+    `path` (a resolved Path) when given, else any file named `filename`. Every message that names
+    a line of model.py (hints, crash reports, the worker's records, the notebook) reads this."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if path is not None:
+        return [f for f in frames if Path(f.filename).resolve() == path]
+    return [f for f in frames if os.path.basename(f.filename) == filename]
+
+
 def where(exc: BaseException, filename: str = "model.py") -> str:
     """'model.py line 136, in init_kv_cache' for the deepest frame of `filename`, or ''."""
     if isinstance(exc, SyntaxError) and exc.filename and os.path.basename(exc.filename) == filename:
         return f"{filename} line {exc.lineno}"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.basename(f.filename) == filename]
+    frames = student_frames(exc, filename)
     if not frames:
         return ""
     return f"{filename} line {frames[-1].lineno}, in {frames[-1].name}"
@@ -264,7 +275,7 @@ def crash_report(exc: BaseException, rerun: str, filename: str = "model.py") -> 
     (`rerun`, the command, run again with INFKIT_TRACEBACK=1). With INFKIT_TRACEBACK=1 set, the
     full traceback follows."""
     message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.basename(f.filename) == filename]
+    frames = student_frames(exc, filename)
     at = ""
     if frames:
         at = f"\n  at {filename} line {frames[-1].lineno}, in {frames[-1].name}: {(frames[-1].line or '').strip()[:100]}"

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +161,7 @@ def model_path() -> Path:
 
 def _where_in(path: Path, err: BaseException) -> str:
     """The lines of the student's file in err's traceback, innermost last."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path]
+    frames = hints.student_frames(err, path=path)
     return "\n".join(f"  {path.name} line {f.lineno}, in {f.name}: {f.line}" for f in frames[-3:])
 
 
@@ -381,3 +380,38 @@ def speed_summary(result: dict, env: Env) -> str:
             CPU_NOTE if env.device == "cpu" else "(random-weight stand-ins: the T4 figures do not apply)"
         )
     return "\n".join(lines)
+
+
+def acceptance_vs_temperature(module, temperatures=(0.0, 0.5, 1.0, 1.5), pair="tiny", new_tokens=48, k=4):
+    """Acceptance rate (accepted / drafted) of speculative decoding on a fixture pair at each
+    temperature (0 = greedy): exact from spec_stats where the implementation keeps them, else
+    estimated from the target's forward passes. Returns [(temperature, rate or None)]."""
+    import torch
+
+    from . import fixtures
+    from .bench.analyse import estimate_from_passes
+    from .bench.methods import counted_call
+
+    draft, target = fixtures.make_pair(module, pair, seed=0)
+    prompt = fixtures.random_prompt(1, 16, target.config.vocab_size, seed=0)
+    rates = []
+    for t in temperatures:
+        torch.manual_seed(0)
+        kwargs = {"top_k": 1} if t == 0 else {"temperature": t}
+        with torch.no_grad():
+            _, lengths, stats = counted_call(
+                target,
+                "cpu",
+                [],
+                target.generate_speculative,
+                prompt,
+                new_tokens,
+                draft,
+                num_speculative=k,
+                **kwargs,
+            )
+        if stats and stats.get("drafted"):
+            rates.append((t, stats["accepted"] / stats["drafted"]))
+        else:
+            rates.append((t, estimate_from_passes(lengths, prompt.size(1), new_tokens, k)))
+    return rates

@@ -150,28 +150,3 @@ def judge(ref, rec: dict) -> tuple[bool, str]:
 def check_sampling(module) -> dict:
     """The optional piece in one process (notebook): distribution_test's dict."""
     return judge_optional_piece(module, sample_optional_piece(module))
-
-
-@torch.no_grad()
-def acceptance_vs_temperature(module, temperatures=(0.0, 0.5, 1.0, 1.5), pair="tiny", new_tokens=48, k=4):
-    """Acceptance rate (accepted / drafted) of speculative decoding on a fixture pair at each
-    temperature (0 = greedy): exact from spec_stats where the implementation keeps them, else
-    estimated from the target's forward passes. Returns [(temperature, rate or None)]."""
-    from .bench.analyse import estimate_from_passes
-    from .bench.methods import counted_call
-
-    draft, target = fixtures.make_pair(module, pair, seed=0)
-    prompt = fixtures.random_prompt(1, 16, target.config.vocab_size, seed=0)
-    rates = []
-    for t in temperatures:
-        torch.manual_seed(0)
-        kwargs = {"top_k": 1} if t == 0 else {"temperature": t}
-        fn = target.generate_speculative
-        _, lengths, stats = counted_call(
-            target, "cpu", [], fn, prompt, new_tokens, draft, num_speculative=k, **kwargs
-        )
-        if stats and stats.get("drafted"):
-            rates.append((t, stats["accepted"] / stats["drafted"]))
-        else:
-            rates.append((t, estimate_from_passes(lengths, prompt.size(1), new_tokens, k)))
-    return rates

@@ -1,7 +1,7 @@
 # The Colab notebook's source, in jupytext's "percent" format: each `# %%` line starts a cell
 # (`# %% [markdown]` a text cell, its lines commented), `tags=[...]` is the cell's tag. Edit this
 # file, never notebooks/inference.ipynb; `make notebook-build` writes the .ipynb from it
-# (notebooks/build_notebook.py) and tests/test_notebook.py fails while the two differ.
+# (staff/build_notebook.py) and tests/test_notebook.py fails while the two differ.
 
 # %% [markdown] tags=["title"]
 # # Fast GPT-2 inference: a KV cache and speculative decoding
@@ -401,7 +401,7 @@ from infkit import sampling_check
 module = nb.load(MODEL_PATH, debug=False)
 try:
     with nb.student_code("speculative sampling"):
-        rates = sampling_check.acceptance_vs_temperature(module, temperatures=(0.0, 0.3, 0.7, 1.0, 1.5, 2.0))
+        rates = nb.acceptance_vs_temperature(module, temperatures=(0.0, 0.3, 0.7, 1.0, 1.5, 2.0))
         verdict = sampling_check.check_sampling(module)
 except nb.NotDone as e:
     print(f"optional piece not implemented: {e}")

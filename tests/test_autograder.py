@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from autograder import build, harness, local, rubric, sandbox, screen, variants, verdicts
+from autograder import harness, rubric, sandbox, screen, verdicts
 from autograder import rows as rows_module
 from infkit import checks, loading, paths
+from staff import build, local
+from tests.submissions import variants
 
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
 

@@ -1,10 +1,10 @@
 """The two zips: the Gradescope autograder (layout, scripts, runs as Gradescope would) and the
 student handout (its contents, no solution code, the public tests work inside it)."""
 
+import hashlib
 import importlib.metadata
 import json
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -15,8 +15,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from autograder import build, rubric
-from infkit import paths, starter
+from autograder import imports, rubric
+from infkit import paths
+from staff import build, starter
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def extract(zip_path: Path, dest: Path) -> Path:
 def test_autograder_zip_layout(zips):
     with zipfile.ZipFile(zips[0]) as z:
         names = set(z.namelist())
-        assert {"setup.sh", "run_autograder", "requirements.txt", "autograder/harness.py"} <= names
+        assert {"setup.sh", "run_autograder", "autograder/requirements.txt", "autograder/harness.py"} <= names
         assert {
             "autograder/selfcheck.py",
             "autograder/confine.py",
@@ -50,7 +51,7 @@ def test_autograder_zip_layout(zips):
             assert data.startswith(b"#!/usr/bin/env bash\n") and b"\r" not in data
             assert b"set -euo pipefail" in data
             assert (z.getinfo(script).external_attr >> 16) & 0o111, f"{script} is not executable"
-        reqs = z.read("requirements.txt").decode()
+        reqs = z.read("autograder/requirements.txt").decode()
         pins = [line for line in reqs.splitlines() if line and not line.startswith("#")]
         assert pins and all("==" in line for line in pins) and "torch==2.13.0" in pins
 
@@ -71,7 +72,7 @@ def test_python310_constraints_hold_the_pins(zips):
             assert lock.get(name) == version, (name, version, lock.get(name))
     assert "torch" not in lock
     with zipfile.ZipFile(zips[0]) as z:
-        assert z.read("constraints-py310.txt") == (here / "constraints-py310.txt").read_bytes()
+        assert z.read("autograder/constraints-py310.txt") == (here / "constraints-py310.txt").read_bytes()
     assert "constraints-py310.txt" in (here / "setup.sh").read_text()
 
 
@@ -170,7 +171,7 @@ def test_handout_contents(zips):
             assert "inference-kit/notebooks/inference.ipynb" in names
         if (paths.ROOT / "written/template.tex").exists():
             assert "inference-kit/written/template.tex" in names
-        forbidden = ("solution/", "written/key", "answers", "autograder/", "tests/")
+        forbidden = ("solution/", "written/key", "answers", "autograder/", "tests/", "staff/")
         assert not [n for n in names if any(f in n.removeprefix("inference-kit/") for f in forbidden)]
         assert z.read("inference-kit/model.py") == paths.STARTER_MODEL.read_bytes()
         assert (z.getinfo("inference-kit/run.sh").external_attr >> 16) & 0o111
@@ -242,18 +243,62 @@ def test_scripts_parse(script):
     subprocess.run(["bash", "-n", str(paths.ROOT / "autograder" / script)], check=True)
 
 
-def test_the_zip_holds_every_module_the_grader_imports():
-    """A module the harness imports but the zip leaves out fails every grading on Gradescope
-    (an import error before results.json): the list in build.py must follow the imports."""
-    shipped = set(build.AUTOGRADER_FILES)
-    for name in shipped:
-        source = (paths.ROOT / "autograder" / name).read_text()
-        for group in re.findall(r"^\s*from \. import ([\w, ]+)", source, flags=re.M):
-            for module in (m.strip() for m in group.split(",")):
-                assert f"{module}.py" in shipped, (
-                    f"{name} imports {module}, which autograder/build.py does not ship"
-                )
-        for module in re.findall(r"^\s*from \.(\w+) import", source, flags=re.M):
-            assert f"{module}.py" in shipped, (
-                f"{name} imports {module}, which autograder/build.py does not ship"
-            )
+def test_the_zip_is_the_autograder_folder_and_the_infkit_it_imports(zips):
+    """What Gradescope gets is a copy of folders: autograder/ whole (its entry points also at the
+    root), the infkit files its modules import and nothing else of infkit, the given code."""
+    with zipfile.ZipFile(zips[0]) as z:
+        names = {n for n in z.namelist() if not n.endswith("/")}
+    own = {p.relative_to(paths.ROOT).as_posix() for p in build.folder_files(paths.ROOT / "autograder")}
+    grader = sorted((paths.ROOT / "autograder").glob("*.py"))
+    needed = {p.relative_to(paths.ROOT).as_posix() for p in imports.infkit_files(grader, paths.ROOT)}
+    assert names == own | needed | set(build.GRADESCOPE_ENTRY_POINTS) | {"starter/model.py"}
+    assert {"infkit/checks.py", "infkit/optional.py", "infkit/sampling_check.py"} <= needed
+    assert not {"infkit/notebook.py", "infkit/requirements.py"} & needed  # the students' alone
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p.relative_to(paths.ROOT).as_posix()
+        for p in build.folder_files(folder)
+    }
+
+
+def test_no_staff_or_test_file_in_either_zip(zips):
+    """Neither zip holds a file of staff/ or tests/, under its own name or any other (by content)."""
+    kept_back = {**_file_hashes(paths.ROOT / "staff"), **_file_hashes(paths.ROOT / "tests")}
+    kept_back.pop(hashlib.sha256(b"").hexdigest(), None)
+    for zip_path in zips:
+        with zipfile.ZipFile(zip_path) as z:
+            for name in z.namelist():
+                inner = name.removeprefix("inference-kit/")
+                assert not inner.startswith(("staff/", "tests/")), (zip_path.name, name)
+                digest = hashlib.sha256(z.read(name)).hexdigest()
+                assert digest not in kept_back, (zip_path.name, name, kept_back.get(digest))
+
+
+IMPORT_ALL = """
+import importlib, pathlib, sys
+root = pathlib.Path.cwd().resolve()
+for path in sorted(root.rglob("*.py")):
+    parts = path.relative_to(root).with_suffix("").parts
+    if parts[0] not in ("autograder", "infkit") or parts[-1] == "__main__":
+        continue  # a __main__ module runs its program when imported
+    name = ".".join(parts).removesuffix(".__init__")
+    module = importlib.import_module(name)
+    assert pathlib.Path(module.__file__).resolve().is_relative_to(root), (name, module.__file__)
+print("imported", sum(1 for m in sys.modules if m.split(".")[0] in ("autograder", "infkit")))
+"""
+
+
+@pytest.mark.parametrize("which", ["autograder", "handout"])
+def test_each_zip_imports_from_a_clean_environment(zips, tmp_path, which):
+    """Unpacked on its own, with none of the kit's folders on the path, every module of the zip
+    imports, and from the zip's own copy."""
+    root = extract(zips[0] if which == "autograder" else zips[1], tmp_path)
+    if which == "handout":
+        root = root / "inference-kit"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "INFKIT_MODEL", "AUTOGRADER_ROOT")}
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "imported" in done.stdout, done.stdout + done.stderr[-3000:]

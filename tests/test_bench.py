@@ -310,8 +310,8 @@ def test_int8_draft_head_changes_cost_not_outputs():
 def test_agreeing_draft_is_always_accepted(variant, tmp_path):
     """The ceiling's draft: whatever the implementation (cached, or re-running whole sequences
     through forward), every drafted token is accepted and the output is still the target's."""
-    from autograder import variants
     from infkit.agreeing_draft import AgreeingDraft
+    from tests.submissions import variants
 
     path = paths.SOLUTION_MODEL
     if variant == "cacheless":

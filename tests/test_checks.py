@@ -2,8 +2,9 @@
 
 import pytest
 
-from autograder import rubric, variants
+from autograder import rubric
 from infkit import checks, loading
+from tests.submissions import variants
 
 
 @pytest.mark.parametrize("piece", checks.PIECES)

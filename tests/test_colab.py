@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import build
 from infkit import paths, requirements
+from staff import build
 
 ROOT = paths.ROOT
 STANDIN = Path(__file__).resolve().parent / "colab_standin"
@@ -27,12 +27,9 @@ SETUP_LINE = 'CONTENT = Path("/content")'
 
 
 def _builder():
-    import importlib.util
+    from staff import build_notebook
 
-    spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "notebooks" / "build_notebook.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return build_notebook
 
 
 def setup_cell_source(content: Path, handout_url: str = "", kit_dir: str | None = None) -> str:

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from autograder import variants
 from infkit import paths
+from tests.submissions import variants
 
 ROOT = paths.ROOT
 KEYS = "keys = self.kv_cache[0, :B, :, :end]  # (B, nh, end, hs)"
@@ -42,7 +42,7 @@ def _student_first(text: str, line: int):
 
 def test_public_test_shows_the_students_line_first(crashing):
     path, line = crashing
-    test = ROOT / "autograder" / "tests_public" / "test_public.py"
+    test = ROOT / "handout" / "tests_public" / "test_public.py"
     out = _run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test), "-k", "attn_decode"], path
     )

@@ -53,8 +53,8 @@ def test_grading_fixtures_not_degenerate(sol):
 
 
 def test_pairs_table_runs(capsys):
-    """`python -m infkit.pairs` (the docs/fixtures.md table) on the tiny pair, int8 draft head too."""
-    from infkit import pairs
+    """`python -m staff.pairs` (the docs/fixtures.md table) on the tiny pair, int8 draft head too."""
+    from staff import pairs
 
     pairs.main(["tiny", "--prompts", "1", "--prompt-len", "8", "--new-tokens", "6", "--draft-head", "int8"])
     out = capsys.readouterr().out

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from autograder import grade_all, grade_all_inputs, grade_all_report, local, rubric, sandbox, variants
-from autograder.grade_all_inputs import InputError, find_submissions, parse_metadata
-from autograder.local import Graded
+from autograder import rubric, sandbox
 from infkit import paths
+from staff import grade_all, grade_all_inputs, grade_all_report, local
+from staff.grade_all_inputs import InputError, find_submissions, parse_metadata
+from staff.local import Graded
+from tests.submissions import variants
 
 METADATA = """\
 submission_1001:

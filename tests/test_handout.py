@@ -1,6 +1,6 @@
 """The student handout holds what students use and nothing of the staff's: every infkit module
-that run.sh, the public tests or the notebook imports ships, the staff's own tools do not; and
-its build refuses the YOUR-ORG placeholder of the Colab link."""
+that run.sh, the public tests or the notebook imports ships, infkit reaches nothing of the staff
+tools or the kit's tests; and its build refuses the YOUR-ORG placeholder of the Colab link."""
 
 import ast
 import importlib.util
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from autograder import build
 from infkit import paths
+from staff import build
 
 ROOT = paths.ROOT
 INFKIT = ROOT / "infkit"
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "notebooks" / "build_notebook.py")
+    spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "staff" / "build_notebook.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -54,7 +54,7 @@ def reachable_from_the_handout() -> set[str]:
     """infkit modules reached from what students run: run.sh (python -m infkit.bench), the
     public tests, and the notebook's code cells (through infkit.notebook)."""
     todo = {"bench"}
-    for test in (ROOT / "autograder" / "tests_public").glob("*.py"):
+    for test in (ROOT / "handout" / "tests_public").glob("*.py"):
         todo |= infkit_imports(test.read_text(), package_relative=False)
     for _, kind, source in _builder().CELLS:
         if kind == "code":
@@ -83,12 +83,17 @@ def test_everything_the_handout_runs_ships():
     assert not missing, f"the handout runs infkit modules it does not ship: {sorted(missing)}"
 
 
-def test_staff_tools_stay_with_staff():
-    staff = {name.removesuffix(".py") for name in build.NOT_FOR_STUDENTS}
-    assert {"pairs", "verify_cost", "inference_math"} <= staff
-    assert not staff & shipped_modules(), "staff-only modules in the handout"
-    used = staff & reachable_from_the_handout()
-    assert not used, f"the handout runs staff-only modules: {sorted(used)}"
+def test_the_shared_package_stands_alone():
+    """infkit is what students and Gradescope share: no module of it imports the staff tools,
+    the kit's tests, the autograder or the reference, so copying the folder is enough."""
+    others = {"staff", "tests", "autograder", "solution", "starter"}
+    for path in sorted(INFKIT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            reached = {n.split(".")[0] for n in names} & others
+            assert not reached, f"{path.relative_to(ROOT)} imports {sorted(reached)}"
 
 
 def test_the_notebook_source_does_not_ship():
@@ -147,11 +152,11 @@ def test_make_passes_allow_placeholder_through(tmp_path):
 STAFF_COMMANDS = re.compile(
     r"make (?:starter|check-starter|test-slow|grade|grade-all|grade-under-load|handout|autograder|written|"
     r"lock-py310|notebook-build|notebook-starter|notebook|format|lint)\b"
-    r"|python -m (?:autograder|infkit\.starter|infkit\.pairs|infkit\.verify_cost|infkit\.inference_math)\b"
+    r"|python -m (?:autograder|staff|tests)\b"
 )
 # a path a file cites: it must be in the handout
 CITED = re.compile(
-    r"(?<![\w/.])((?:docs|autograder|solution|starter|written|notebooks|infkit|tests_public)/[\w./-]*\w)"
+    r"(?<![\w/.])((?:docs|autograder|staff|handout|solution|starter|written|notebooks|infkit|tests_public)/[\w./-]*\w)"
 )
 
 

@@ -3,8 +3,8 @@ must name the bug that is there, and must not name it for the neighbour."""
 
 import pytest
 
-from autograder import variants
 from infkit import checks, loading
+from tests.submissions import variants
 
 ARANGE = "pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)"
 

@@ -1,4 +1,4 @@
-"""The written part's calculator (infkit/inference_math.py) against hand calculations, and its
+"""The written part's calculator (staff/inference_math.py) against hand calculations, and its
 FLOP formulas against PyTorch's own FLOP counter run on the solution model."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from infkit import inference_math as im
 from infkit import paths
+from staff import inference_math as im
 
 XL, SMALL, T4 = im.SHAPES["gpt2-xl"], im.SHAPES["gpt2"], im.GPUS["t4"]
 

@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from infkit import fixtures, loading, paths, verify_cost
+from infkit import fixtures, loading, paths
+from staff import verify_cost
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

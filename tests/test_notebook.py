@@ -5,7 +5,6 @@ Executing it in a kernel takes a minute or two: that is `make notebook` / `make 
 """
 
 import ast
-import importlib.util
 import re
 import subprocess
 import sys
@@ -20,10 +19,9 @@ NOTEBOOKS = paths.ROOT / "notebooks"
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_notebook", NOTEBOOKS / "build_notebook.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from staff import build_notebook
+
+    return build_notebook
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ changes no random state."""
 import pytest
 import torch
 
-from autograder import variants
 from infkit import fixtures, loading
+from tests.submissions import variants
 
 STUB = '        raise NotImplementedError("TODO(sampling, optional): not written")\n'
 
@@ -59,12 +59,10 @@ def test_acceptance_plot_needs_no_spec_stats(sol, tmp_path):
         )
     )
     without = loading.load_model_module(path, debug=True)
-    from infkit import sampling_check
+    from infkit import notebook
 
-    exact = dict(sampling_check.acceptance_vs_temperature(sol, temperatures=(0.0, 1.0), new_tokens=24))
-    estimated = dict(
-        sampling_check.acceptance_vs_temperature(without, temperatures=(0.0, 1.0), new_tokens=24)
-    )
+    exact = dict(notebook.acceptance_vs_temperature(sol, temperatures=(0.0, 1.0), new_tokens=24))
+    estimated = dict(notebook.acceptance_vs_temperature(without, temperatures=(0.0, 1.0), new_tokens=24))
     assert all(rate is not None for rate in estimated.values()), estimated
     for t in exact:  # the estimate only undercounts a short last round
         assert exact[t] - 0.25 <= estimated[t] <= exact[t] + 1e-9, (t, exact, estimated)

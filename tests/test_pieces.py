@@ -3,7 +3,7 @@
 import re
 
 from infkit import checks, loading, optional, paths, pieces
-from infkit import starter as starter_gen
+from staff import starter as starter_gen
 
 
 def test_every_piece_names_a_stub_of_the_starter():

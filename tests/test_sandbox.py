@@ -1,7 +1,7 @@
 """The worker's confinement: nothing the student starts outlives its job or reaches the network,
 and student code never runs as root (the grader refuses to grade instead); setup.sh's self-check.
 
-The hostile submissions are graded through `python -m autograder.local` (what `make grade`
+The hostile submissions are graded through `python -m staff.local` (what `make grade`
 runs) on one or two cheap public tests; they need root and a worker account that can run the
 worker's Python (tests/conftest.py provides one where it can). Those grading two jobs, and the
 self-check's full runs, are marked slow."""
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder import confine, harness, rubric, sandbox, screen, selfcheck, variants
+from autograder import confine, harness, rubric, sandbox, screen, selfcheck
 from infkit import paths
+from tests.submissions import variants
 
 
 def dropping_privileges() -> bool:
@@ -57,7 +58,7 @@ def grade_file(tmp_path: Path, text: str, tests: str) -> dict:
     env[screen.SCREEN_ENV] = "off"  # these test the sandbox beneath the static screen
     env["AUTOGRADER_BATCH"] = "off"  # and what crosses from one worker to the next: one per piece
     subprocess.run(
-        [sys.executable, "-m", "autograder.local", str(model), "--results", str(out)],
+        [sys.executable, "-m", "staff.local", str(model), "--results", str(out)],
         cwd=paths.ROOT,
         env=env,
         check=True,
@@ -582,3 +583,42 @@ def test_the_sweep_removes_a_deep_tree_of_the_worker_account():
     finally:
         if top.exists():
             confine.remove_tree(top)
+
+
+WORKER_IMPORTS = """
+import importlib, json, sys
+import speed, worker
+from infkit import checks, loading
+for probe in {probes!r}:
+    importlib.import_module(probe.split(":")[0])
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "infkit")))
+"""
+
+
+def test_the_workers_code_folder_holds_only_what_it_imports(tmp_path):
+    """A job's code folder: worker.py, speed.py, the given code, and the infkit files they
+    import, every one of them loaded when the worker's imports run from that folder alone."""
+    from infkit import optional
+
+    code = sandbox.prepare_code_dir(tmp_path)
+    assert {p.name for p in code.iterdir()} == {"infkit", "worker.py", "speed.py", "reference_model.py"}
+    copied = sorted(p.relative_to(code) for p in (code / "infkit").rglob("*.py"))
+    assert copied == sorted(p.relative_to(paths.ROOT) for p in sandbox.worker_infkit_files())
+    probes = [optional.reference(pair.probe) for pair in optional.PAIRS.values()]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "INFKIT_MODEL")}
+    done = subprocess.run(
+        [sys.executable, "-E", "-s", "-c", WORKER_IMPORTS.format(probes=probes)],
+        cwd=code,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = set(json.loads(done.stdout))
+    as_modules = {".".join(p.with_suffix("").parts).removesuffix(".__init__") for p in copied}
+    assert loaded == as_modules, {
+        "loaded, not copied": loaded - as_modules,
+        "copied, unused": as_modules - loaded,
+    }
+    assert not {"infkit.bench", "infkit.notebook", "infkit.corpus"} & as_modules

@@ -7,8 +7,9 @@ import json
 import pytest
 from test_autograder import assert_valid
 
-from autograder import harness, rubric, screen, student_corpus, variants
+from autograder import harness, rubric, screen
 from infkit import paths
+from tests.submissions import student_corpus, variants
 
 
 def kit_corpus() -> dict[str, str]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from infkit import fixtures, paths
-from infkit import starter as starter_gen
+from staff import starter as starter_gen
 
 
 def test_committed_starter_is_current():

@@ -1,4 +1,4 @@
-"""The student corpus (autograder/student_corpus.py): each realistic submission builds, its
+"""The student corpus (tests/submissions/student_corpus.py): each realistic submission builds, its
 mistake shows the behaviour it is named after, and the grader's verdicts match EXPECTED,
 piece by piece, in process (fast) and through the real harness (slow)."""
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from autograder import harness, rubric
-from autograder import student_corpus as corpus
 from infkit import checks, fixtures, loading
+from tests.submissions import student_corpus as corpus
 
 NAMES = sorted(corpus.CORPUS)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import under_load
+from staff import under_load
 
 
 def _cpu_cgroup_root() -> Path:

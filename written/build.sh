@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compile the written part into OUT (default build/written): template.pdf (what students get) and
 # key.pdf (staff), the key reading the answers.tex and roofline.pdf that
-# `python -m infkit.inference_math --out OUT` wrote there. `make written` runs both steps.
+# `python -m staff.inference_math --out OUT` wrote there. `make written` runs both steps.
 # Fails on any LaTeX error, undefined control sequence or undefined reference.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -12,7 +12,7 @@ if ! command -v pdflatex >/dev/null; then
     exit 1
 fi
 if [ ! -f "$out/answers.tex" ]; then
-    echo "written: $out/answers.tex is missing; run python -m infkit.inference_math --out $out" >&2
+    echo "written: $out/answers.tex is missing; run python -m staff.inference_math --out $out" >&2
     exit 1
 fi
 

@@ -1,7 +1,7 @@
 """Write notebooks/inference.ipynb from notebooks/inference.py (the notebook's source).
 
-    python notebooks/build_notebook.py          # (re)write the notebook
-    python notebooks/build_notebook.py --check  # exit 1 if the committed notebook is stale
+    python staff/build_notebook.py          # (re)write the notebook
+    python staff/build_notebook.py --check  # exit 1 if the committed notebook is stale
 
 The source is a plain Python file in jupytext's "percent" format, so ruff lints and formats
 its code cells and an editor can run it: `# %% tags=["name"]` starts a code cell,
@@ -24,7 +24,7 @@ import jupytext
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCE = HERE / "inference.py"
 NOTEBOOK = HERE / "inference.ipynb"
 # The "Open in Colab" address in the title cell. It starts as YOUR-ORG; staff put the GitHub

@@ -1,8 +1,8 @@
 """Measure the draft/target fixture pairs: greedy agreement and per-token cost.
 
-    python -m infkit.pairs                      # every pair in fixtures.PAIRS but the GPT-2-XL one
-    python -m infkit.pairs gpt2-medium small    # just these
-    python -m infkit.pairs --scale 0.02 0.05 gpt2-medium   # try other scales for a pair
+    python -m staff.pairs                      # every pair in fixtures.PAIRS but the GPT-2-XL one
+    python -m staff.pairs gpt2-medium small    # just these
+    python -m staff.pairs --scale 0.02 0.05 gpt2-medium   # try other scales for a pair
 
 For each pair it prints:
   agreement   how often the draft's greedy next token equals the target's, along the target's
@@ -21,7 +21,7 @@ import dataclasses
 
 import torch
 
-from . import bench_models, corpus, fixtures, loading, paths, timing
+from infkit import bench_models, corpus, fixtures, loading, paths, timing
 
 
 @torch.no_grad()

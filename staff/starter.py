@@ -8,7 +8,7 @@ In the solution, each piece students write sits between marker comments:
         # END SOLUTION
 
 The starter keeps everything outside the markers, turns the `# STUB ` lines into code (same
-indentation) and drops the rest of the region. `python -m infkit.starter --check` fails when
+indentation) and drops the rest of the region. `python -m staff.starter --check` fails when
 the committed starter differs from what the solution generates.
 """
 
@@ -17,8 +17,8 @@ import re
 import sys
 from pathlib import Path
 
-from . import pieces
-from .paths import SOLUTION_MODEL, STARTER_MODEL
+from infkit import pieces
+from infkit.paths import SOLUTION_MODEL, STARTER_MODEL
 
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION (\w+)\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")

@@ -1,9 +1,9 @@
 """`make grade-all`: grade a whole class locally, each submission exactly as Gradescope does.
 
-    python -m autograder.grade_all SUBMISSIONS [--out build/grades] [--jobs N] [--against OLD.csv]
+    python -m staff.grade_all SUBMISSIONS [--out build/grades] [--jobs N] [--against OLD.csv]
 
 SUBMISSIONS: a folder of files (alice.py, ...), a folder of folders (alice/model.py, ...), or
-Gradescope's "Export Submissions" zip. Each one goes through autograder.local.grade_in_root (the
+Gradescope's "Export Submissions" zip. Each one goes through staff.local.grade_in_root (the
 harness in a temporary Gradescope root, its sandbox, its results.json), JOBS at a time.
 Out, under --out: grades.csv, results/<id>.json, logs/<id>.log, report.html and, with
 --against, regrade_diff.csv and regrade_diff.md. Interrupted (Ctrl-C) and run again, it keeps
@@ -22,11 +22,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder import sandbox, text
+from autograder.rows import error_row, flags_of
 from infkit.bench import plan
 
-from . import grade_all_diff, grade_all_report, local, sandbox, text
+from . import grade_all_diff, grade_all_report, local
 from .grade_all_inputs import InputError, Submission, find_submissions
-from .rows import error_row, flags_of
 
 # One grading keeps one core busy: the harness waits while its single-threaded worker runs. Its
 # wall-clock limits (per test, and the 8-minute budget) are what an oversubscribed machine would
@@ -304,7 +305,7 @@ def warn_if_busy(jobs: int):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m autograder.grade_all",
+        prog="python -m staff.grade_all",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

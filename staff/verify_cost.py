@@ -1,7 +1,7 @@
 """What a speculative verify step costs against a one-token decode step, on the model's own
 Linear (W @ x^T for 2-16 rows on CPU) and on plain nn.Linear, in one process.
 
-    python -m infkit.verify_cost [--pair bench] [--tokens 1 4 5] [--repeats 7]
+    python -m staff.verify_cost [--pair bench] [--tokens 1 4 5] [--repeats 7]
 
 The figures behind the "verify step" paragraphs of docs/performance.md. Needs a model.py
 whose prefill and decode work (the solution here, the student's file in the handout).
@@ -12,7 +12,8 @@ import argparse
 import torch
 from torch import nn
 
-from . import fixtures, loading, paths
+from infkit import fixtures, loading, paths
+
 from .pairs import step_ms
 
 

@@ -1,11 +1,11 @@
 """`make grade`: the Gradescope flow on this machine, in a temporary root.
 
-    python -m autograder.local path/to/model.py [--results results.json]
+    python -m staff.local path/to/model.py [--results results.json]
 
 Lays out ROOT/submission (your file, or a folder's contents) and ROOT/results as Gradescope
 does, runs the harness with AUTOGRADER_ROOT pointing there, copies results.json out and
 prints a readable summary. `grade_in_root` is the same flow as a function: `make grade-all`
-(autograder/grade_all.py) runs it once per submission of a class.
+(staff/grade_all.py) runs it once per submission of a class.
 """
 
 import argparse

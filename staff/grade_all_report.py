@@ -13,8 +13,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from . import text
-from .rows import flags_of
+from autograder import text
+from autograder.rows import flags_of
 
 FIXED_COLUMNS = ["id", "student", "email", "sid", "total", "max", "status", "problems"]
 PRINTED = "\nThe last lines your code printed"

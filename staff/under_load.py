@@ -1,7 +1,7 @@
 """Grade the solution repeatedly while CPU-bound processes compete with the grader: the check
 that load never costs a correct submission points (a benchmark, not a CI test).
 
-    python -m autograder.under_load [--runs 10] [--hogs 2] [--cpu-quota 0.5] [--file solution/model.py]
+    python -m staff.under_load [--runs 10] [--hogs 2] [--cpu-quota 0.5] [--file solution/model.py]
 
 Each run is a full `make grade` of the file beside `--hogs` busy-looping processes and, with
 `--cpu-quota F` (root, a writable cgroup), inside a cgroup that lets the grading use F of one

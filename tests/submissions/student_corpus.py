@@ -12,13 +12,15 @@ careful TA takes points for: one mistake costs the rows of the behaviour it brea
 speed row where the mistake makes it slow or wrong), and nothing else. `expected_points(name)`
 turns that into the points of every row of the rubric.
 
-    python -m autograder.student_corpus NAME > model.py     # write one entry out
+    python -m tests.submissions.student_corpus NAME > model.py     # write one entry out
 """
 
 import sys
 from dataclasses import dataclass
 
-from autograder import rubric, variants
+from autograder import rubric
+
+from . import variants
 
 
 @dataclass(frozen=True)
@@ -445,5 +447,5 @@ def expected_points(name: str) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CORPUS:
-        sys.exit(f"usage: python -m autograder.student_corpus NAME   (one of: {', '.join(CORPUS)})")
+        sys.exit(f"usage: python -m tests.submissions.student_corpus NAME   (one of: {', '.join(CORPUS)})")
     sys.stdout.write(build(sys.argv[1]))

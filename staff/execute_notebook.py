@@ -1,7 +1,7 @@
 """Run notebooks/inference.ipynb headless in a Jupyter kernel, as `make notebook` and CI do.
 
-    python notebooks/execute.py            # model.py = INFKIT_MODEL, else the solution: any cell error fails
-    python notebooks/execute.py --starter  # the untouched starter: it must stop at the first check
+    python staff/execute_notebook.py            # model.py = INFKIT_MODEL, else the solution: any cell error fails
+    python staff/execute_notebook.py --starter  # the untouched starter: it must stop at the first check
                                            # cell with the short "not implemented yet" message
 
 The executed copy goes to build/notebook/ for a look; the committed notebook stays clean.
@@ -18,8 +18,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "notebooks"
 NOTEBOOK = HERE / "inference.ipynb"
 OUT_DIR = ROOT / "build" / "notebook"
 FIRST_STUB = "check-buffers"  # the first piece a student writes
