@@ -300,8 +300,30 @@ def points_table() -> str:
     return "\n".join(lines)
 
 
+def speed_table() -> str:
+    """The speed tests' workloads, for students: what is timed, on which model, how."""
+    lines = [
+        "| speed test | model (layers x width, vocabulary) | batch | prompt + new tokens | draft, tokens per round |",
+        "|---|---|---|---|---|",
+    ]
+    for policy in SPEED.values():
+        f = policy.fixture
+        shape = f"{f.target['n_layer']} x {f.target['n_embd']}, {f.target['vocab_size']}"
+        draft = (
+            f"its first {f'{f.draft_layers} layers' if f.draft_layers > 1 else 'layer'}, "
+            f"`num_speculative={f.num_speculative}`"
+            if f.draft_layers
+            else "none"
+        )
+        lines.append(
+            f"| `{f.method}` >= {policy.min_ratio}x naive | {shape} | {f.batch} | {f.prompt} + {f.new} | {draft} |"
+        )
+    return "\n".join(lines)
+
+
 TABLES = {  # marker -> (the table, the READMEs that hold it)
     "points-table": (points_table, ("README.md", "handout/README.md")),
+    "speed-table": (speed_table, ("handout/README.md",)),
     "pieces-table": (pieces.contract_table, ("README.md",)),
 }
 
@@ -323,5 +345,6 @@ if __name__ == "__main__":
         if "--write" in sys.argv:  # replace the table between the markers of each README
             for name in readmes:
                 text = (root / name).read_text()
-                written = text.replace(table_in(text, marker), table, 1)
-                (root / name).write_text(written)
+                start = text.index(f"<!-- {marker} -->\n") + len(f"<!-- {marker} -->\n")
+                end = text.index(f"<!-- /{marker} -->")
+                (root / name).write_text(text[:start] + table + "\n" + text[end:])

@@ -2,7 +2,7 @@
 
 One importable package used by run.sh, the autograder, the notebook and the tests: the code
 that students and the autograder share, and nothing else. Its modules
-(tests/test_docs.py holds this list equal to the package's):
+(the kit's own tests hold this list equal to the package's):
   agreeing_draft   a draft that always agrees, at the real draft's cost: run.sh's ceiling row
   bench            the throughput and latency tests behind run.sh (a subpackage)
   bench_models     the benchmark's models: a draft/target pair and their transformers twins

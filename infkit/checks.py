@@ -1308,17 +1308,33 @@ def _in_process(piece):
 CHECKS = {p: _in_process(p) for p in PIECES}
 
 
+def _check_optional(module, piece: str) -> tuple[str, bool]:
+    """An optional piece, as the autograder judges it: its probe on `module`, its judge with the
+    module's own given code as the reference."""
+    from . import optional
+
+    pair = optional.PAIRS[piece]
+    passed, message = pair.judge(module, pair.probe(module))
+    return message, passed
+
+
 def run(module_or_path, pieces=PIECES, **kwargs) -> dict:
-    """Run checks and print one friendly line per piece. Returns {piece: (passed, message)}."""
+    """Run checks and print one friendly line per piece (an optional piece when named). Returns
+    {piece: (passed, message)}."""
     module = module_or_path
     if isinstance(module_or_path, (str, os.PathLike)):
         module = loading.load_model_module(module_or_path, debug=True)
     results = {}
     for piece in pieces:
         try:
-            message, passed = CHECKS[piece](module, **kwargs), True
+            if piece in PIECES:
+                message, passed = CHECKS[piece](module, **kwargs), True
+            else:
+                message, passed = _check_optional(module, piece)
         except CheckFailed as e:
             message, passed = str(e), False
+        except NotImplementedError as e:
+            message, passed = f"not implemented yet ({e})", False
         except Exception as e:  # the student's code raised: its error and line first, in short
             message, passed = hints.checks_crash(e, module, piece), False
         results[piece] = (passed, message)
@@ -1327,7 +1343,25 @@ def run(module_or_path, pieces=PIECES, **kwargs) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python -m infkit.checks PATH/TO/model.py [piece ...]")
-    outcome = run(sys.argv[1], sys.argv[2:] or PIECES)
+    import argparse
+
+    known = (*PIECES, *pieces.OPTIONAL)
+    parser = argparse.ArgumentParser(
+        prog="python -m infkit.checks",
+        description="Check model.py piece by piece, with the public tests' own checks.",
+    )
+    parser.add_argument("model", help="path to your model.py")
+    parser.add_argument(
+        "pieces",
+        nargs="*",
+        metavar="piece",
+        help=f"any of {', '.join(known)} (default: {', '.join(PIECES)}; an optional piece only when named)",
+    )
+    args = parser.parse_args()
+    unknown = [p for p in args.pieces if p not in known]
+    if unknown:
+        parser.error(f"unknown piece {', '.join(unknown)}: choose from {', '.join(known)}")
+    if not os.path.isfile(args.model):
+        sys.exit(f"no file {args.model}: give the path to your model.py")
+    outcome = run(args.model, args.pieces or PIECES)
     sys.exit(0 if all(ok for ok, _ in outcome.values()) else 1)

@@ -7,7 +7,7 @@ whatever order that file creates its parameters in.
 Why not GPT-2's own init (std 0.02)? With it, a random model's greedy output repeats one token
 forever (the tied embedding dominates the residual stream), and tests on it cannot see position
 or cache bugs. Matrices here are drawn with std 0.2, which makes outputs depend on the context;
-tests/test_fixtures.py asserts they stay that way.
+the kit's own tests assert they stay that way.
 
 The draft/target pair (make_pair) stands in for GPT2 drafting for GPT2-XL: the draft is the
 target's first `draft_layers` blocks plus the shared embeddings, final LayerNorm and head; in

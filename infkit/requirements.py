@@ -26,7 +26,7 @@ from pathlib import Path
 # The lowest version of each package the notebook needs that the kit accepts. Each is a version
 # the kit ran on: torch 2.9.0 and transformers 4.57.1 are what Colab had when the notebook was
 # run in a Colab-like runtime (every cell passed); the others are the versions of that image.
-# tests/test_colab.py runs the notebook, and the kit's transformers tests, on these.
+# The kit's own tests run the notebook, and its transformers tests, on these.
 ACCEPTED = {
     "torch": "2.9.0",
     "transformers": "4.57.1",

@@ -9,7 +9,7 @@ False alarms: the threshold is the chi-square quantile at ALPHA, so a correct im
 fails with probability ALPHA per test (1e-4; and the runs are seeded, so a given seed either
 always passes or always fails). The wrong rules we know of ("accept when p >= q", "resample from
 p after a rejection", "always accept") shift the distribution by far more than the noise at
-the sample sizes used here (see tests/test_sampling.py).
+the sample sizes used here (the kit's own tests measure each).
 """
 
 import itertools

@@ -474,8 +474,10 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate_kv(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Same contract as generate(), with a KV cache: one prefill of the prompt, then one
-        decode() per new token. Each call starts from an empty cache.
+        """Same contract as generate(), with a KV cache: one prefill of the prompt, whose last
+        logits give the first new token, then one decode() of each new token but the last (its
+        logits would be unused; decoding it too is allowed). Each call starts from an empty
+        cache.
 
         Args:
             idx: (B, T) prompt token ids, T >= 1, on the device of the weights.
@@ -502,10 +504,11 @@ class GPT(nn.Module):
         Args:
             idx: (1, T) prompt token ids (batch size 1 only), T >= 1.
             max_new_tokens: >= 0; T + max_new_tokens may reach block_size exactly.
-            draft_model: a smaller GPT with the same vocabulary, or this model itself. When
-                `draft_model is self`, both roles share one set of kv_cache buffers and one
-                kv_pos: a loop that keeps a cache for each model would overwrite one with the
-                other. Give the draft its own copy (copy.deepcopy(self)), or run the draft
+            draft_model: a smaller GPT with the same vocabulary and block_size, on the same
+                device and dtype (the checks use this model's first layers, or a 1-layer GPT of
+                other weights), or this model itself. When `draft_model is self`, both roles
+                share one set of kv_cache buffers and one kv_pos: a loop that keeps a cache for
+                each model would overwrite one with the other. Give the draft its own copy (copy.deepcopy(self)), or run the draft
                 without a cache. Use the draft only through forward(), prefill(), decode() and
                 the cache scaffold (setup_kv_cache, set_kv_pos, kv_pos): ./run.sh wraps those
                 to time the same loop with a draft that always agrees.
@@ -518,7 +521,9 @@ class GPT(nn.Module):
             num_speculative: k, the tokens drafted per round; it may exceed what is left.
         Returns:
             (1, T + max_new_tokens). Greedy: exactly what generate() of this model returns,
-            whatever the draft proposes, with DEBUG on and off. Sampled: the output follows this
+            whatever the draft proposes, with DEBUG on and off (outside DEBUG the checks excuse
+            a token that differs where the naive run's top two logits are within 1e-3, a tie
+            that rounding can flip; any other difference is a bug). Sampled: the output follows this
             model's own distribution (rejection sampling of the drafts).
         Afterwards: self.spec_stats = {"rounds": r, "drafted": d, "accepted": a} for this call
             (rounds, draft tokens proposed, drafted tokens kept). Not graded; ./run.sh and the

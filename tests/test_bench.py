@@ -203,7 +203,7 @@ def test_latency_default_fits_a_small_model(capsys):
     too_long = cli.parse(
         ["--latency-prompt-len", "32", "--latency-new-tokens", "100", "--skip", "throughput"]
     )
-    with pytest.raises(SystemExit, match="exceeds block_size 100"):
+    with pytest.raises(SystemExit, match="exceeds this model.s block_size 100: pass smaller ones"):
         setup.fit_to_model(too_long, block_size=100)
 
 

@@ -331,7 +331,7 @@ def test_environment_variables_table_is_the_codes():
     pattern = re.compile(r"\b((?:INFKIT|AUTOGRADER)_[A-Z_]+[A-Z])\b")
     quoted = re.compile(r"[\"']((?:INFKIT|AUTOGRADER)_[A-Z_]+[A-Z])[\"']")  # Python: a name in a string
     used = set()
-    for folder in ("infkit", "autograder", "staff", "notebooks"):
+    for folder in ("infkit", "autograder", "staff", "handout", "notebooks"):
         for path in (ROOT / folder).rglob("*.py"):
             used |= set(quoted.findall(path.read_text()))
     for name in ("Makefile", "run.sh", "autograder/setup.sh", "autograder/run_autograder"):

@@ -156,7 +156,7 @@ STAFF_COMMANDS = re.compile(
 )
 # a path a file cites: it must be in the handout
 CITED = re.compile(
-    r"(?<![\w/.])((?:docs|autograder|staff|handout|solution|starter|written|notebooks|infkit|tests_public)/[\w./-]*\w)"
+    r"(?<![\w/.])((?:docs|autograder|staff|handout|solution|starter|written|notebooks|infkit|tests_public|tests)/[\w./-]*\w)"
 )
 
 
@@ -260,3 +260,36 @@ def test_fp16_on_a_t4_in_the_notebook_and_help(handout):
         assert "fp16 on a T4" in text, text[:200]
         for sentence in re.findall(r"[^.]*\bbf16\b[^.]*", text):
             assert "Ampere" in sentence, sentence
+
+
+def test_a_check_that_never_ends_stops_with_a_message(handout, tmp_path):
+    """A loop that never ends in model.py fails its public test after the limit, with words, not
+    a hang; the other pieces pass."""
+    _, root = handout
+    model = tmp_path / "model.py"
+    model.write_text(
+        paths.SOLUTION_MODEL.read_text()
+        + "\n\ndef _forever(self, *args, **kwargs):\n    while True:\n        pass\n\n\nGPT.generate_kv = _forever\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(INFKIT_MODEL=str(model), INFKIT_TEST_TIMEOUT_S="3")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests_public",
+            "-k",
+            "generate_kv or buffers",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "1 failed, 1 passed" in done.stdout, done.stdout[-3000:]
+    assert "generate_kv: still running after 3 s" in done.stdout and "Traceback" not in done.stdout

@@ -27,7 +27,7 @@ class FigureSpec:
 
 
 # Adding a figure to run.sh: a row here and its key in summary.Summary (the JSON's declared type;
-# tests/test_bench.py fails without it); a new method also needs config.METHODS, LABELS,
+# the kit's tests fail without it); a new method also needs config.METHODS, LABELS,
 # TEST_METHODS, REFERENCES and its call in methods.make_methods.
 FIGURES = (
     FigureSpec("kv_speedup_vs_naive", "throughput", "naive", "kv", "KV cache vs naive", (11.16, 13.78), True),

@@ -39,7 +39,11 @@ def fit_to_model(config: Config, block_size: int, quiet: bool = False) -> Config
         if w.prompt_len + w.new_tokens > block_size:
             prefix = "" if w.test == "throughput" else "latency-"
             names = f"--{prefix}prompt-len + --{prefix}new-tokens"
-            sys.exit(f"{names} = {w.prompt_len + w.new_tokens} exceeds block_size {block_size}")
+            sys.exit(
+                f"{names} = {w.prompt_len + w.new_tokens} exceeds this model's block_size {block_size}: "
+                f"pass smaller ones, e.g. --{prefix}prompt-len {block_size * 3 // 4} "
+                f"--{prefix}new-tokens {block_size // 4}"
+            )
     return replace(config, fit_latency=False)
 
 
