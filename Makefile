@@ -57,17 +57,17 @@ bench: venv  ## the throughput / latency test (same as ./run.sh)
 	./run.sh
 
 # The Colab notebook: notebooks/inference.py is its source (jupytext percent format),
-# build_notebook.py writes the .ipynb, execute.py runs it in a kernel.
+# staff/build_notebook.py writes the .ipynb, staff/execute_notebook.py runs it in a kernel.
 .PHONY: notebook notebook-build notebook-starter
 
 notebook-build: venv  ## regenerate notebooks/inference.ipynb from notebooks/inference.py
-	$(PY) staff/build_notebook.py
+	$(PY) -m staff.build_notebook
 
 notebook: venv  ## run the notebook headless against the solution (offline stand-ins); fails on any cell error
-	INFKIT_MODEL=$(CURDIR)/solution/model.py $(PY) staff/execute_notebook.py
+	INFKIT_MODEL=$(CURDIR)/solution/model.py $(PY) -m staff.execute_notebook
 
 notebook-starter: venv  ## run it against the starter: must stop at the first stub with a short message
-	$(PY) staff/execute_notebook.py --starter
+	$(PY) -m staff.execute_notebook --starter
 
 # The written part: the calculator writes the answers, TeX builds both PDFs (needs pdflatex).
 .PHONY: written

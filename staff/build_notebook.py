@@ -1,7 +1,7 @@
 """Write notebooks/inference.ipynb from notebooks/inference.py (the notebook's source).
 
-    python staff/build_notebook.py          # (re)write the notebook
-    python staff/build_notebook.py --check  # exit 1 if the committed notebook is stale
+    python -m staff.build_notebook          # (re)write the notebook
+    python -m staff.build_notebook --check  # exit 1 if the committed notebook is stale
 
 The source is a plain Python file in jupytext's "percent" format, so ruff lints and formats
 its code cells and an editor can run it: `# %% tags=["name"]` starts a code cell,

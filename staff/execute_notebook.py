@@ -1,7 +1,7 @@
 """Run notebooks/inference.ipynb headless in a Jupyter kernel, as `make notebook` and CI do.
 
-    python staff/execute_notebook.py            # model.py = INFKIT_MODEL, else the solution: any cell error fails
-    python staff/execute_notebook.py --starter  # the untouched starter: it must stop at the first check
+    python -m staff.execute_notebook            # model.py = INFKIT_MODEL, else the solution: any cell error fails
+    python -m staff.execute_notebook --starter  # the untouched starter: it must stop at the first check
                                            # cell with the short "not implemented yet" message
 
 The executed copy goes to build/notebook/ for a look; the committed notebook stays clean.

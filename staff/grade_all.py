@@ -285,13 +285,15 @@ def _progress(total: int, jobs: int):
     return tqdm(total=total, desc=f"grading ({jobs} at a time)", unit="submission", smoothing=0)
 
 
-def warn_if_busy(jobs: int):
+def warn_if_busy(jobs: int, others_cores: float | None):
     """The harness's limits are wall-clock: on a machine already busy a correct submission can
-    run out of them (measured: the solution lost 20 of 50 points at a third of a core)."""
-    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    if load + jobs > cpus + 0.5:
+    run out of them (measured: the solution lost 20 of 50 points at a third of a core).
+    others_cores: what other programs use now (plan.others_cores_now); None: the load average."""
+    cpus = os.cpu_count() or 1
+    others = others_cores if others_cores is not None else os.getloadavg()[0]
+    if others + jobs > cpus + 0.5:
         print(
-            f"warning: this machine is busy (load average {load:.1f} on {cpus} CPUs): with {jobs} "
+            f"warning: this machine is busy (other programs use {others:.1f} of {cpus} CPUs): with {jobs} "
             "gradings more, tests may run out of their wall-clock limits and fail correct code. "
             "Grade on a quiet machine or with fewer JOBS; the report lists every grading that hit "
             "a time limit, and --retry-limits grades those again.",
@@ -360,11 +362,12 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"grade-all: {e}", file=sys.stderr)
         return 2
-    jobs = args.jobs if args.jobs > 0 else default_jobs(plan.others_cores_now())
+    others = plan.others_cores_now()  # half a second, before any grading starts
+    jobs = args.jobs if args.jobs > 0 else default_jobs(others)
     print(
         f"{len(subs)} submissions in {args.submissions}; grading {jobs} at a time into {args.out}", flush=True
     )
-    warn_if_busy(jobs)
+    warn_if_busy(jobs, others)
     try:
         records, finished = run_batch(
             subs,
