@@ -4,7 +4,8 @@ statements reach, directly or through each other.
 Two copies are made from it, so that neither carries code it never runs: the worker's code
 folder of every grading job (sandbox.prepare_code_dir: what worker.py and speed.py import) and
 the Gradescope zip (staff/build.py: what the autograder's modules import). The walk reads import
-statements anywhere in a file, inside functions too, so a lazy import counts like any other.
+statements anywhere in a file, inside functions too, so a lazy import counts like any other; only
+a module's `if __name__ == "__main__":` block, which runs when the file is a program, is left out.
 """
 
 import ast
@@ -34,11 +35,26 @@ def _package_of(root: Path, path: Path) -> str | None:
     return ".".join(parts if path.name == "__init__.py" else parts[:-1]).removesuffix(".__init__")
 
 
+def _is_main_block(node: ast.stmt) -> bool:
+    """`if __name__ == "__main__":`, whose body runs only when the file is run as a program."""
+    test = getattr(node, "test", None)
+    return (
+        isinstance(node, ast.If)
+        and isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
+
+
 def _imported(root: Path, path: Path) -> set[str]:
-    """Dotted names of the infkit modules (or names inside them) that a file imports."""
+    """Dotted names of the infkit modules (or names inside them) that a file imports, leaving out
+    its `if __name__ == "__main__":` block (a module imported as a library never runs it)."""
     names = set()
     package = _package_of(root, path)
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    tree.body = [node for node in tree.body if not _is_main_block(node)]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):

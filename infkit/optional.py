@@ -32,6 +32,20 @@ PAIRS = {
 assert tuple(PAIRS) == pieces.OPTIONAL, "one pair per optional piece, in the registry's order"
 
 
+def _check(piece: str) -> Callable:
+    """An optional piece checked in one process (`python -m infkit.checks model.py PIECE`): its
+    probe on the module, its judge with the module's own given code as the reference."""
+
+    def check(module) -> tuple[bool, str]:
+        pair = PAIRS[piece]
+        return pair.judge(module, pair.probe(module))
+
+    return check
+
+
+CHECKS = {piece: _check(piece) for piece in PAIRS}
+
+
 def reference(fn: Callable) -> str:
     """How a job names a probe to the worker: `module:function`."""
     return f"{fn.__module__}:{fn.__qualname__}"

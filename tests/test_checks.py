@@ -120,3 +120,30 @@ def test_an_error_in_one_behaviour_leaves_the_others_judged(tmp_path):
     rec, errors = checks.probe("generate_kv", module)
     outcome = checks.judge("generate_kv", module, rec, errors)["edge_lengths"]
     assert outcome.stage == "raised" and "nothing to generate" in outcome.message
+
+
+def test_the_checks_command_names_every_piece_and_checks_the_optional_one():
+    """`python -m infkit.checks --help` lists the pieces, the optional one included, and naming
+    the optional piece runs its check (a stub: "not implemented yet", exit status 1)."""
+    import subprocess
+    import sys
+
+    from infkit import paths, pieces
+
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "infkit.checks", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=paths.ROOT,
+    )
+    helped = run("--help")
+    assert helped.returncode == 0 and all(p in helped.stdout for p in (*checks.PIECES, *pieces.OPTIONAL))
+    (optional,) = pieces.OPTIONAL
+    stub = run(str(paths.STARTER_MODEL), optional)
+    assert (
+        stub.returncode == 1 and f"FAIL  {optional}" in stub.stdout and "not implemented yet" in stub.stdout
+    )
+    assert "Traceback" not in stub.stdout + stub.stderr
+    unknown = run(str(paths.STARTER_MODEL), "nonsense")
+    assert unknown.returncode == 2 and "unknown piece nonsense" in unknown.stderr
