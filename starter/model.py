@@ -168,7 +168,8 @@ class CausalSelfAttention(nn.Module):
         Batch row b of x uses row b of the cache (a cache with more rows than B keeps the rest).
         Under 16-bit autocast (CUDA, DEBUG off) q, k and v come out of c_attn in 16 bits while
         the cache keeps the weights' dtype: cast the keys and values read back to q.dtype.
-        Raises ValueError when the cache has no room for T_new more positions.
+        Raises ValueError when the cache has no room for T_new more positions (no check grades
+        the error's type or message).
         """
         raise NotImplementedError(
             "TODO(attn_decode): project x to q, k, v; write k, v at positions "
@@ -393,7 +394,9 @@ class GPT(nn.Module):
             idx: (B, T_new) token ids at positions kv_pos .. kv_pos + T_new - 1.
         Returns:
             logits (B, T_new, V) for every new position: row i predicts the token after idx[:, i].
-        Afterwards kv_pos grew by T_new. Raises ValueError past the cache's capacity.
+        Afterwards kv_pos grew by T_new. Raises ValueError when kv_pos + T_new would pass
+        block_size (the positions the model has embeddings for, and what setup_kv_cache
+        allocates); T_new >= 1. No check grades the error's type or message.
         """
         raise NotImplementedError(
             "TODO(gpt_decode): embed idx with token + position embeddings for positions "
