@@ -526,3 +526,16 @@ def test_a_failed_clean_up_stops_the_batch_for_staff(tmp_path, monkeypatch, caps
     )
     assert grade_all.main(args) == 0
     assert graded == ["s0", "s0", "s1", "s2"]
+
+
+def test_the_busy_warning_reads_what_other_programs_use(monkeypatch, capsys):
+    """The start-up warning uses the same measure as the default JOBS (what other programs use
+    now, not the lagging load average), and the load average only where that is unknown."""
+    monkeypatch.setattr(grade_all.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(grade_all.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    grade_all.warn_if_busy(2, others_cores=0.1)
+    assert capsys.readouterr().err == ""
+    grade_all.warn_if_busy(2, others_cores=1.5)
+    assert "other programs use 1.5 of 2 CPUs" in capsys.readouterr().err
+    grade_all.warn_if_busy(1, others_cores=None)
+    assert "other programs use 9.0 of 2 CPUs" in capsys.readouterr().err
