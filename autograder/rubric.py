@@ -328,10 +328,15 @@ TABLES = {  # marker -> (the table, the READMEs that hold it)
 }
 
 
+def _region(text: str, marker: str) -> tuple[int, int]:
+    """Where the table between `<!-- marker -->` and `<!-- /marker -->` of a README starts and ends."""
+    return text.index(f"<!-- {marker} -->\n") + len(f"<!-- {marker} -->\n"), text.index(f"<!-- /{marker} -->")
+
+
 def table_in(text: str, marker: str) -> str:
     """The table between `<!-- marker -->` and `<!-- /marker -->` of a README."""
-    start, end = text.index(f"<!-- {marker} -->\n"), text.index(f"<!-- /{marker} -->")
-    return text[start + len(f"<!-- {marker} -->\n") : end].strip()
+    start, end = _region(text, marker)
+    return text[start:end].strip()
 
 
 if __name__ == "__main__":
@@ -345,6 +350,5 @@ if __name__ == "__main__":
         if "--write" in sys.argv:  # replace the table between the markers of each README
             for name in readmes:
                 text = (root / name).read_text()
-                start = text.index(f"<!-- {marker} -->\n") + len(f"<!-- {marker} -->\n")
-                end = text.index(f"<!-- /{marker} -->")
+                start, end = _region(text, marker)
                 (root / name).write_text(text[:start] + table + "\n" + text[end:])

@@ -38,7 +38,11 @@ def _check(piece: str) -> Callable:
 
     def check(module) -> tuple[bool, str]:
         pair = PAIRS[piece]
-        return pair.judge(module, pair.probe(module))
+        try:
+            record = pair.probe(module)
+        except NotImplementedError as e:  # the stub, as the autograder's row says it
+            return False, f"not implemented yet ({e})"
+        return pair.judge(module, record)
 
     return check
 

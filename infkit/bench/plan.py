@@ -163,9 +163,9 @@ def busy_workload(config: Config, busy: bool) -> tuple[Config, str | None]:
     """(the config to run, a line saying what changed or None). Shrinks the throughput test's
     generation on a busy machine when nothing asked for the default workload to be kept: the
     thread count left to run.sh, --new-tokens at its default, no --full-workload, on a CPU."""
-    throughput = config.workload("throughput")
     from .cli import parse  # cli imports this module's callers, not this module
 
+    throughput = config.workload("throughput")
     default = parse([]).workload("throughput")
     if (
         not busy
