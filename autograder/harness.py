@@ -130,15 +130,14 @@ class Grader:
         self.batched = {}  # (piece, visibility) -> the worker results of a batch job, unused yet
         self.batch_tried = set()  # visibilities whose batch job ran (or failed: then one job per piece)
         self.piece_outcomes = {}  # (piece, visibility) -> [{behaviour: Outcome} per seed], or what stopped it
-        self.speed_records = {}
         self.speed_failure = {}  # speed piece -> how the student's code failed on its fixture
         self.speed_passed = set()  # speed pieces whose verdict passed (the leaderboard ranks these)
         self.confirmed = {}  # speed piece -> its confirmation ratio (rubric.SPEED), once measured
         self.not_measured = set()  # speed pieces whose timing the machine's load prevented
         self.fast_path_failed = set()  # pieces correct in DEBUG and wrong outside it
         self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker's calls
-        self.expected_cpu = {}  # (speed piece, role) -> the reference's outputs for that role
-        # the kernel-timed calls' prompts, new for each grading and each role (call_seed_for):
+        self.speed_reference = {}  # speed piece -> its fixture's model with the given code
+        # the kernel-timed calls' prompts, new for each grading and each role (new_call_seed):
         # a worker learns its seed only after its set-up CPU was read, so no work on them can
         # hide in its set-up
         self.call_seeds = {}
@@ -146,11 +145,12 @@ class Grader:
         self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine
         self.flags = []  # for staff review, into results.json (grade() adds them)
 
-    def call_seed_for(self, piece: str, role: str) -> int:
-        """The seed of one timed role's prompts: its own, so what one role's worker computed
-        answers nothing another role is asked (issue 28). Repeats of a role share it: the
-        harness computes each seed's expected outputs (5-10 s of CPU per fixture)."""
-        return self.call_seeds.setdefault((piece, role), secrets.randbelow(2**31))
+    def new_call_seed(self, piece: str, role: str) -> int:
+        """A fresh seed for one timed worker's prompts: its own, so what one worker computed
+        answers nothing a later one is asked. Kept as the role's latest (call_seeds), from
+        which the harness rebuilds the prompts to check that worker's outputs."""
+        self.call_seeds[piece, role] = secrets.randbelow(2**31)
+        return self.call_seeds[piece, role]
 
     def run_job(self, test: rubric.Test, role: str | None = None, batch_jobs=None) -> list:
         if self.cannot_run:
@@ -210,7 +210,7 @@ class Grader:
         started = time.monotonic()
         timed = test.kind == "speed" and role is not None
         try:
-            handshake = f"{self.call_seed_for(test.piece, role)}\n".encode() if timed else None
+            handshake = f"{self.new_call_seed(test.piece, role)}\n".encode() if timed else None
             result = sandbox.run_worker(self.code, job, timeout, self.user, handshake=handshake)
         except sandbox.CleanupFailed as e:
             self._cleanup_failed(e)

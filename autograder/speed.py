@@ -131,14 +131,7 @@ def run_role(fx, role: str, module, ref, next_seed) -> dict:
     return {"outputs": outputs}
 
 
-def expected_cpu_outputs(fx, ref, seed: int) -> tuple:
-    """(reference model, expected outputs of the student role's calls), computed by the harness."""
-    model, _ = _models(fx, ref)
-    return model, [model.generate(p, fx.new, top_k=1) for p in cpu_prompts(fx, fx.calls[1], seed)]
-
-
-def expected_outputs(fx, ref):
-    """What the reference's naive generate produces on the in-process case (computed by the harness)."""
-    model, _ = _models(fx, ref)
-    prompt, new = case(fx)
-    return model, model.generate(prompt, new, top_k=1)
+def reference_model(fx, ref):
+    """The fixture's target with the given code (the harness's, to check the student's outputs
+    against: checks.verify_greedy)."""
+    return _models(fx, ref)[0]

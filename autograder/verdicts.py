@@ -27,11 +27,10 @@ def speed_test(grader, test: rubric.Test) -> str:
     secs = {k: statistics.median(float(x) for x in v) for k, v in rec["seconds"].items()}
     if min(secs.values()) <= 0:
         raise checks.CheckFailed("the grader could not read your code's timings.")
-    model, expected = speed.expected_outputs(fx, grader.ref)
-    _compare_on_fixture(
-        grader, test.piece, model, rec["out_student"], expected, f"{policy.method} on the speed fixture"
+    prompt, new = speed.case(fx)
+    _check_on_fixture(
+        grader, test.piece, prompt, new, rec["out_student"], f"{policy.method} on the speed fixture"
     )
-    grader.speed_records[test.piece] = (secs, rec, model, expected)
     mine = secs["student"]
     detail = (
         f"naive generate {secs['naive']:.3f} s, your {policy.method} {mine:.3f} s "
@@ -56,9 +55,13 @@ def _failed_on_fixture(grader, piece: str, error: dict):
     checks.raise_for_error(rubric.SPEED[piece].piece, error)
 
 
-def _compare_on_fixture(grader, piece: str, model, got, expected, what: str):
+def _check_on_fixture(grader, piece: str, prompt, new: int, got, what: str):
+    """The student's output on a speed prompt must be the reference's greedy decoding
+    (checks.verify_greedy: one forward pass of the fixture's reference model over it)."""
+    if piece not in grader.speed_reference:
+        grader.speed_reference[piece] = speed.reference_model(rubric.SPEED[piece].fixture, grader.ref)
     try:
-        checks.compare_greedy(model, got, expected, what)
+        checks.verify_greedy(grader.speed_reference[piece], prompt, new, got, what)
     except checks.CheckFailed:
         grader.speed_failure[piece] = {"kind": "wrong_output"}
         raise
@@ -69,32 +72,22 @@ def _kernel_cpu(grader, test: rubric.Test, roles: tuple, cpu: dict):
     the kernel: the worker's CPU less its own set-up's, sandbox.run_worker) in `cpu`, and check
     every output of the student's calls."""
     policy = rubric.SPEED[test.piece]
-    # each checked role has prompts of its own (harness.Grader.call_seed_for); all computed
-    # before any worker runs, so the harness's own work never competes with a timed one
-    checked = {r: _cpu_expected(grader, test.piece, r) for r in roles if r in ("student", "stranger")}
+    fx = policy.fixture
     for role in roles:
         (result,) = grader.run_job(test, role=role)
         if result["error"] is not None:
             _failed_on_fixture(grader, test.piece, result["error"])
         cpu[role] = min(cpu.get(role, float("inf")), grader.last_cpu_s - grader.last_setup_cpu_s)
-        if role in checked:
-            model, expected = checked[role]
+        if role in ("student", "stranger"):  # checked once the worker is done, never beside it
+            # every worker has prompts of its own (harness.Grader.new_call_seed)
+            prompts = speed.cpu_prompts(fx, fx.calls[1], grader.call_seeds[test.piece, role])
             outputs = result["rec"]["outputs"]
-            if not isinstance(outputs, list) or len(outputs) != len(expected):
+            if not isinstance(outputs, list) or len(outputs) != len(prompts):
                 raise checks.CheckFailed("the grader got incomplete outputs from your code.")
             drafted = " with a draft that never agrees" if role == "stranger" else ""
-            for i, (got, want) in enumerate(zip(outputs, expected)):
-                _compare_on_fixture(
-                    grader, test.piece, model, got, want, f"{policy.method}{drafted} on speed prompt {i}"
-                )
-
-
-def _cpu_expected(grader, piece: str, role: str):
-    if (piece, role) not in grader.expected_cpu:
-        fx = rubric.SPEED[piece].fixture
-        seed = grader.call_seed_for(piece, role)
-        grader.expected_cpu[piece, role] = speed.expected_cpu_outputs(fx, grader.ref, seed)
-    return grader.expected_cpu[piece, role]
+            for i, (got, prompt) in enumerate(zip(outputs, prompts)):
+                what = f"{policy.method}{drafted} on speed prompt {i}"
+                _check_on_fixture(grader, test.piece, prompt, fx.new, got, what)
 
 
 def _per_call(cpu: dict, role: str, calls: int) -> float:

@@ -765,6 +765,59 @@ def compare_greedy(model, got, expected, what: str, near_tie=None, failure=Check
     return "; ".join(notes)
 
 
+def verify_greedy(model, prompt, new: int, got, what: str, near_tie=None, failure=CheckFailed) -> str:
+    """compare_greedy's verdict on `got` (prompt + `new` tokens) without running the naive
+    generate: one forward pass of the reference over got's own tokens gives, at every new
+    position, the token greedy decoding picks after that prefix. Up to the first difference
+    got's prefix is the naive generate's, so the first new position whose token is not that
+    pick is where got leaves the naive output, and the pick's top-2 margin there is
+    compare_greedy's near-tie test (a row is excused from there on). Costs one forward of the
+    whole sequence instead of `new` of growing ones. The prompt must come back unchanged."""
+    near_tie = NEAR_TIE if near_tie is None else near_tie
+    if not isinstance(got, torch.Tensor) or got.is_floating_point() or got.dtype == torch.bool:
+        _fail(
+            f"{what} must return a tensor of token ids (torch.long); got {getattr(got, 'dtype', type(got))}."
+        )
+    batch, plen = prompt.shape
+    if tuple(got.shape) != (batch, plen + new):
+        _fail(
+            f"{what} returned shape {tuple(got.shape)}; expected {(batch, plen + new)} (prompt + max_new_tokens)."
+        )
+    got = got.long()
+    if new:
+        with torch.no_grad():
+            logits, _ = model(got[:, :-1], all_logits=True)
+        scores = logits[:, plen - 1 :].float()  # (B, new, V): the scores of each new position
+    notes = []
+    for row in range(batch):
+        changed = (got[row, :plen] != prompt[row]).nonzero()
+        if changed.numel():
+            pos = int(changed[0])
+            raise failure(
+                f"{what}: row {row} differs from the naive generate() at position {pos} "
+                f"(got token {int(got[row, pos])}, expected {int(prompt[row, pos])}): the prompt "
+                "must come back unchanged."
+            )
+        if not new:
+            continue
+        picks = scores[row].argmax(-1)
+        differs = (got[row, plen:] != picks).nonzero()
+        if not differs.numel():
+            continue
+        i = int(differs[0])
+        top2 = scores[row, i].topk(2).values
+        margin = float(top2[0] - top2[1])
+        if margin >= near_tie:
+            raise failure(
+                f"{what}: row {row} differs from the naive generate() at position {plen + i} "
+                f"(got token {int(got[row, plen + i])}, expected {int(picks[i])})."
+            )
+        notes.append(
+            f"row {row} differs from position {plen + i} after a near-tie (top-2 margin {margin:.2g}); excused"
+        )
+    return "; ".join(notes)
+
+
 class _TokenCounter:
     """Counts how many tokens pass through a model's first c_attn per call. While the grader's
     stand-in decode (below) runs, it counts the tokens the student's code handed to it."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import harness, rubric, sandbox, screen, verdicts
+from autograder import harness, rubric, sandbox, screen, speed, verdicts
 from autograder import rows as rows_module
 from infkit import checks, loading, paths
 from staff import build, local
@@ -639,8 +639,6 @@ def test_timed_calls_run_on_the_graders_threads():
     upload's generate_kv may do) never gets timed on more than one thread."""
     import torch
 
-    from autograder import speed
-
     seen = []
 
     def greedy():
@@ -655,10 +653,10 @@ def test_timed_calls_run_on_the_graders_threads():
     assert seen == [1] * 6
 
 
-def test_each_timed_role_gets_its_own_seed(tmp_path, monkeypatch):
-    """The seed a timed worker receives is its role's own (a worker's answers are no use to a
-    later worker of another role), the same for repeats of a role, and the one the harness
-    computes that role's expected outputs from."""
+def test_each_timed_worker_gets_its_own_seed(tmp_path, monkeypatch):
+    """The seed a timed worker receives is its own (a worker's answers are no use to any later
+    worker, a repeat of its role included), and the harness checks that worker's outputs on the
+    prompts of that seed."""
     sent = []
 
     def run_worker(code, job, timeout, user, handshake=None):
@@ -671,13 +669,16 @@ def test_each_timed_role_gets_its_own_seed(tmp_path, monkeypatch):
     for role in ("naive", "student", "stranger", "student"):
         with pytest.raises(harness.HarnessError):
             grader._run_job_once(test, role, 30)
-    naive, student, stranger, again = sent
-    assert len({naive, student, stranger}) == 3 and again == student
-    asked = []
-    monkeypatch.setattr(verdicts.speed, "expected_cpu_outputs", lambda fx, ref, seed: asked.append(seed))
-    for role in ("student", "stranger"):
-        verdicts._cpu_expected(grader, test.piece, role)
-    assert asked == [student, stranger]
+        assert grader.call_seeds[test.piece, role] == sent[-1]
+    assert len(set(sent)) == 4
+    checked = []
+    monkeypatch.setattr(verdicts, "_check_on_fixture", lambda g, piece, prompt, *a: checked.append(prompt))
+    fx = rubric.SPEED[test.piece].fixture
+    one_output = {"rec": {"outputs": [None] * fx.calls[1]}, "error": None}
+    monkeypatch.setattr(grader, "run_job", lambda test, role: [one_output])
+    grader.last_cpu_s, grader.last_setup_cpu_s = 1.0, 0.5
+    verdicts._kernel_cpu(grader, test, ("student",), {})
+    assert [p.tolist() for p in checked] == [p.tolist() for p in speed.cpu_prompts(fx, fx.calls[1], sent[-1])]
 
 
 def test_a_failed_clean_up_is_the_graders_error_and_stops_the_grading(tmp_path, monkeypatch):
