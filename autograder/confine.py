@@ -31,6 +31,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_MODE_FILTER = 2
 CLONE_NEWIPC = 0x08000000
@@ -136,6 +137,36 @@ def install_socket_filter() -> bool:
 def unshare_network_and_ipc() -> bool:
     """A fresh network and IPC namespace for the calling process; needs root (CAP_SYS_ADMIN)."""
     return _libc.unshare(CLONE_NEWNET | CLONE_NEWIPC) == 0
+
+
+def confine_worker(user, cpu_s: int, memory_mb: int, max_file_mb: int, view=None) -> None:
+    """What a worker's process does before it runs anything of the job (between fork and exec,
+    or in a worker forked by the fork server): as root, its own network, IPC and (with `view`)
+    mount namespaces, then the drop to `user` (uid, gid); the limits; the socket filter last (it
+    sets no_new_privs, which would not matter to root but keeps the account from regaining any).
+    Raises where a protection that was probed to work is refused (the caller fails closed)."""
+    import resource
+
+    if user:
+        unshare_network_and_ipc()  # refused in some containers: probed and reported
+        if view is not None:  # probed to work here: a failure now stops the job (fail closed)
+            enter_view(view)
+        os.setgroups([])
+        os.setgid(user[1])
+        os.setuid(user[0])
+        # The drop leaves the process undumpable: its /proc files root's, which an exec resets
+        # but a forked worker keeps. Dumpable again, as a freshly started worker is (core files
+        # stay off: RLIMIT_CORE below).
+        _prctl(PR_SET_DUMPABLE, 1)
+        # per account, threads included (a worker uses fewer than 20); only once dropped,
+        # since root ignores it and our own account runs more than the worker
+        resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
+    mb = 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_mb * mb, max_file_mb * mb))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    install_socket_filter()
 
 
 # ---------------------------------------------------------------------------------------

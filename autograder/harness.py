@@ -459,6 +459,7 @@ def grade(submission_dir: Path, tests=None, budget_s: float = BUDGET_S, timeout_
         traceback.print_exc()
         rows.append(error_row(f"The autograder hit an internal error ({type(e).__name__}). {STAFF_HINT}"))
     finally:
+        sandbox.stop_fork_server()  # the workers' template of this grading's code folder
         try:
             sandbox.confine.remove_tree(work)
         except sandbox.CleanupFailed as e:

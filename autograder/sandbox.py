@@ -7,13 +7,14 @@ Only the harness (the parent) reads what comes back, and it trusts none of it: s
 """
 
 import atexit
+import dataclasses
 import json
 import os
 import pwd
-import resource
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -65,6 +66,17 @@ class WorkerResult:
 # The handshake of a timed worker: it writes a line to the fd named first in HANDSHAKE_ENV when
 # its set-up is done, then reads the calls' seed from the second.
 HANDSHAKE_ENV = "AUTOGRADER_HANDSHAKE"
+
+
+# The environment every worker starts from; run_worker adds the job's folders.
+WORKER_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "INFKIT_OFFLINE": "1",
+}
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -227,30 +239,115 @@ def worker_view(code_dir: Path, job_dir: Path) -> confine.View | None:
 
 
 def _confine(user, cpu_s: int, memory_mb: int, view: confine.View | None = None):
-    """What the worker's process does between fork and exec: as root, its own network, IPC and
-    (with `view`) mount namespaces, then the drop to `user`; the limits; the socket filter last
-    (it sets no_new_privs, which would not matter to root but keeps the account from regaining
-    any)."""
+    """confine.confine_worker as a preexec_fn (the probe of cannot_run_as starts a fresh Python)."""
+    return lambda: confine.confine_worker(user, cpu_s, memory_mb, MAX_FILE_MB, view)
 
-    def apply():
-        if user:
-            confine.unshare_network_and_ipc()  # refused in some containers: probed and reported
-            if view is not None:  # probed to work here: a failure now stops the job (fail closed)
-                confine.enter_view(view)
-            os.setgroups([])
-            os.setgid(user[1])
-            os.setuid(user[0])
-            # per account, threads included (a worker uses fewer than 20); only once dropped,
-            # since root ignores it and our own account runs more than the worker
-            resource.setrlimit(resource.RLIMIT_NPROC, (confine.MAX_PROCESSES, confine.MAX_PROCESSES))
-        mb = 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_MB * mb, MAX_FILE_MB * mb))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        confine.install_socket_filter()
 
-    return apply
+class ForkServer:
+    """The workers' template process (forkserver.py): started once per code folder, it has
+    imported torch and the kit and forks a confined worker per job, re-parented to us. What it
+    is, and why no state crosses from one job to the next: forkserver.py's docstring and
+    docs/grading.md."""
+
+    START_TIMEOUT_S = 180  # torch's import on a busy machine
+
+    def __init__(self, code_dir: Path):
+        self.key = (worker_python(), str(code_dir))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.errors = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                [worker_python(), "-E", "-s", str(FORK_SERVER), str(theirs.fileno()), str(code_dir)],
+                cwd="/",
+                env=WORKER_ENV,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self.errors,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # a Ctrl-C at the terminal is the harness's to handle
+            )
+        except BaseException:
+            ours.close()
+            self.errors.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        if self._receive(self.START_TIMEOUT_S) != b"ready":
+            raise OSError(f"the workers' template did not start: {self._why()}")
+
+    def _receive(self, timeout_s: float) -> bytes:
+        self.sock.settimeout(timeout_s)
+        try:
+            return self.sock.recv(1 << 16)
+        except OSError:  # a time-out, or it died
+            return b""
+
+    def _why(self) -> str:
+        self.close()
+        self.errors.seek(0)
+        return self.errors.read()[-800:].decode("utf-8", "replace").strip() or "no message"
+
+    def spawn(self, job_dir: Path, env: dict, user, cpu_s: int, memory_mb: int, view, fds: list) -> int:
+        """Fork a confined worker of the job; returns its pid (our child once this returns)."""
+        request = {
+            "worker": str(Path(self.key[1]) / "worker.py"),
+            "job_dir": str(job_dir),
+            "env": env,
+            "user": list(user) if user else None,
+            "cpu_s": cpu_s,
+            "memory_mb": memory_mb,
+            "max_file_mb": MAX_FILE_MB,
+            "view": dataclasses.asdict(view) if view is not None else None,
+        }
+        try:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+        except OSError as e:
+            raise OSError(f"the workers' template is gone ({e}): {self._why()}") from e
+        reply = self._receive(60)
+        if not reply:
+            raise OSError(f"the workers' template did not answer: {self._why()}")
+        answer = json.loads(reply)
+        if "pid" not in answer:
+            raise OSError(f"the workers' template could not fork a worker: {answer.get('error')}")
+        return int(answer["pid"])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.sock.close()  # it exits when its end closes; a stuck one is killed
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc.pid)
+            self.proc.wait()
+
+
+FORK_SERVER = Path(__file__).parent / "forkserver.py"
+_fork_server: ForkServer | None = None
+
+
+def fork_server(code_dir: Path) -> ForkServer:
+    """The running template for this code folder and worker Python, started (or restarted, if
+    it died) as needed; one at a time: another code folder's is stopped first."""
+    global _fork_server
+    key = (worker_python(), str(code_dir))
+    if _fork_server is not None and (_fork_server.key != key or not _fork_server.alive()):
+        stop_fork_server()
+    if _fork_server is None:
+        _fork_server = ForkServer(code_dir)
+    return _fork_server
+
+
+def stop_fork_server() -> None:
+    global _fork_server
+    if _fork_server is not None:
+        server, _fork_server = _fork_server, None
+        server.close()
+
+
+atexit.register(stop_fork_server)
 
 
 def _kill_group(pid: int):
@@ -268,7 +365,9 @@ def run_worker(
     memory_mb: int = MEMORY_MB,
     handshake: bytes | None = None,
 ):
-    """Run worker.py on job_dir; always returns (never raises for anything the worker does).
+    """Run worker.py on job_dir in a worker of its own, forked confined by the template of
+    code_dir (ForkServer); always returns (never raises for anything the worker does; raises
+    OSError where the grader cannot start or confine a worker).
 
     With `handshake`, a timed job: when the worker says its set-up is done, its CPU time is
     read from the kernel (`setup_cpu_s`), and only then is it sent `handshake` (the seed of the
@@ -276,63 +375,46 @@ def run_worker(
     that reading, so (cpu_s - setup_cpu_s) is the cost of the timed calls alone: no other
     process's set-up, with its own spread under load, is subtracted from it."""
     log_path = job_dir / "log.txt"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(job_dir),
-        "TMPDIR": str(job_dir),
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "INFKIT_OFFLINE": "1",
-        "INFKIT_CACHE": str(job_dir / "cache"),
-    }
-    cmd = [worker_python(), "-E", "-s", str(code_dir / "worker.py"), str(job_dir)]
+    env = dict(WORKER_ENV, HOME=str(job_dir), TMPDIR=str(job_dir), INFKIT_CACHE=str(job_dir / "cache"))
     try:
         view = worker_view(code_dir, job_dir) if user else None
     except (OSError, subprocess.SubprocessError, ValueError) as e:  # the grader's, not the student's
         raise OSError(f"could not ask the worker's Python for its folders: {e}") from e
-    confine.become_subreaper()  # what the worker detaches comes back to us: see end_job
+    confine.become_subreaper()  # the worker comes back to us, and what it detaches: see end_job
+    server = fork_server(code_dir)  # before `ours`: the template outlives every job
     ours = confine.our_processes()  # the caller's own children (a load generator, say) are spared
     timed_out = False
     ready_r, ready_w = os.pipe() if handshake is not None else (None, None)
     go_r, go_w = os.pipe() if handshake is not None else (None, None)
-    if handshake is not None:
-        env[HANDSHAKE_ENV] = f"{ready_w},{go_r}"
+    status_r, status_w = os.pipe()
     setup_cpu_s = None
     # The log is read back through this same descriptor: the worker may rename or replace the
     # file (say, by a link to a grader file), but not the inode we opened.
     with open(log_path, "w+b") as log:
         if user:
             os.fchown(log.fileno(), *user)
+        passed = [log.fileno(), status_w] + ([ready_w, go_r] if handshake is not None else [])
         try:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=job_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: we can kill all it started
-                preexec_fn=_confine(user, int(timeout_s) + 1, memory_mb, view),
-                pass_fds=(ready_w, go_r) if handshake is not None else (),
-            )
-        except subprocess.SubprocessError as e:  # its confinement failed: the grader's problem
-            _close(ready_r, go_w)
-            raise OSError(f"the worker's confinement failed: {e}") from e
-        except BaseException:  # no worker (its Python is missing, say): no pipe outlives the call
-            _close(ready_r, go_w)
+            pid = server.spawn(job_dir, env, user, int(timeout_s) + 1, memory_mb, view, passed)
+        except BaseException:  # no worker: no pipe outlives the call
+            _close(ready_r, go_w, status_r)
             raise
         finally:
-            _close(ready_w, go_r)  # the worker's ends: it holds its own copies
-        # wait4 rather than Popen.wait: it also returns the worker's CPU time as the kernel
-        # counted it, which the speed tests use because the worker's own clocks can be faked.
-        cpu_s, deadline = 0.0, time.monotonic() + timeout_s
+            _close(ready_w, go_r, status_w)  # the worker's ends: it holds its own copies
+        returncode, cpu_s, deadline = None, 0.0, time.monotonic() + timeout_s
         try:
+            # its confinement holds, or it says why, before anything of the job runs
+            confined = _read_to_end(status_r, 60)
+            status_r = None
+            if confined != b"ok":
+                why = confined.decode("utf-8", "replace") or "no answer"
+                raise OSError(f"the worker's confinement failed: {why}")
+            # wait4: it also returns the worker's CPU time as the kernel counted it, which the
+            # speed tests use because the worker's own clocks can be faked.
             while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    proc.returncode = os.waitstatus_to_exitcode(status)
+                done, status, usage = os.wait4(pid, os.WNOHANG)
+                if done:
+                    returncode = os.waitstatus_to_exitcode(status)
                     cpu_s = usage.ru_utime + usage.ru_stime
                     break
                 if time.monotonic() > deadline:
@@ -342,7 +424,7 @@ def run_worker(
                     time.sleep(0.02)
                 elif select.select([ready_r], [], [], 0.02)[0]:
                     if os.read(ready_r, 64):  # set-up done: read its CPU, then send the seed
-                        setup_cpu_s = process_cpu_s(proc.pid)
+                        setup_cpu_s = process_cpu_s(pid)
                         try:
                             os.write(go_w, handshake)
                         except OSError:  # it closed its end: it will fail without the seed
@@ -350,16 +432,34 @@ def run_worker(
                     os.close(ready_r)  # one reading only (and no spinning on an end it closed)
                     ready_r = None
         finally:
-            _close(ready_r, go_w)
-            _kill_group(proc.pid)
-            proc.wait()
+            _close(ready_r, go_w, status_r)
+            _kill_group(pid)
+            if returncode is None:  # killed above: reaped here, its CPU charged to the job
+                _, status, usage = os.wait4(pid, 0)
+                returncode = os.waitstatus_to_exitcode(status)
+                cpu_s = usage.ru_utime + usage.ru_stime
             # Helpers it detached (setsid, double fork) are killed and reaped here, and the CPU
             # they used is charged to the job: work moved out of the worker still counts.
             cpu_s += end_job(user, spare=ours)
         size = os.fstat(log.fileno()).st_size
         log.seek(max(0, size - LOG_TAIL))
         tail = log.read(LOG_TAIL).decode("utf-8", "replace")
-    return WorkerResult(proc.returncode, timed_out, size, tail, job_dir / "out.pt", cpu_s, setup_cpu_s)
+    return WorkerResult(returncode, timed_out, size, tail, job_dir / "out.pt", cpu_s, setup_cpu_s)
+
+
+def _read_to_end(fd: int, timeout_s: float) -> bytes:
+    """What is written to `fd` until every writer closes it (at most `timeout_s`); closes it."""
+    data, deadline = b"", time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                data += chunk
+    finally:
+        os.close(fd)
+    return data
 
 
 def _close(*fds) -> None:

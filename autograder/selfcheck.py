@@ -8,8 +8,8 @@ It checks, in order:
 2. as root, the worker account exists and can start the worker's Python under the worker's
    confinement (otherwise the harness refuses to grade: student code never runs as root);
 3. the starter, graded through run_autograder as Gradescope runs it (the unprivileged account,
-   the real limits), gets for every test the record "not implemented yet": the worker imported
-   torch and the kit and reached the student's stub. "The starter scored 0" is not enough: a
+   the real limits), gets for every test the record "not implemented yet": the worker had torch
+   and the kit (from the template it was forked from) and reached the student's stub. "The starter scored 0" is not enough: a
    worker that cannot import torch also scores 0.
 """
 

@@ -137,9 +137,9 @@ def draft_sensitivity(
     naive call measured by kernel_timed_ratio.
 
     Each role's CPU is its timed calls' alone: the worker's CPU less its own set-up's, read
-    by the kernel in between (sandbox.run_worker). A worker's fixed cost (imports, fixtures;
-    about 2 s of CPU (1.9-2.5 s measured, docs/grading.md), varying by a second or more) would
-    otherwise sit in a difference of a few seconds. Each role is measured at least twice and
+    by the kernel in between (sandbox.run_worker). A worker's fixed cost (its fixtures; a
+    fresh Python's imports, 1.9-2.5 s and varying by a second, before workers were forked from a
+    template: docs/grading.md) would otherwise sit in a difference of a few seconds. Each role is measured at least twice and
     keeps its least CPU time, so one disturbed stranger run cannot confirm a decoder whose
     cost ignores the draft, and a difference below the bar is measured again like
     kernel_timed_ratio's."""

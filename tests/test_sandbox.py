@@ -622,3 +622,81 @@ def test_the_workers_code_folder_holds_only_what_it_imports(tmp_path):
         "copied, unused": as_modules - loaded,
     }
     assert not {"infkit.bench", "infkit.notebook", "infkit.corpus"} & as_modules
+
+
+# A worker.py for the template test: job "poison" changes what it can of its interpreter (torch,
+# the kit's modules, builtins, the environment, a new module) and, as root, goes for the template
+# itself; job "look" reports what it finds of all that.
+TEMPLATE_WORKER = """
+import sys
+
+seen = {"torch_preloaded": "torch" in sys.modules}  # imported by the template, not by this job
+import builtins, json, os, signal
+import torch
+from infkit import checks
+
+job = json.load(open(os.path.join(sys.argv[1], "job.json")))
+if job["role"] == "poison":
+    torch.Tensor.__add__ = lambda self, other: "poisoned"
+    checks.judge = None
+    builtins.POISON = 1
+    os.environ["POISON"] = "1"
+    sys.modules["poison"] = object()
+    if job["attack"]:
+        for name, attack in (
+            ("signal", lambda: os.kill(job["template"], signal.SIGSTOP)),
+            ("memory", lambda: open("/proc/%d/mem" % job["template"], "r+b")),
+        ):
+            try:
+                attack()
+                seen[name] = "done"
+            except OSError as e:
+                seen[name] = type(e).__name__
+else:
+    seen.update(
+        add=type(torch.ones(1) + torch.ones(1)).__name__,
+        judge=checks.judge is not None,
+        builtins=hasattr(builtins, "POISON"),
+        environ="POISON" in os.environ,
+        module="poison" in sys.modules,
+    )
+json.dump(seen, open(os.path.join(sys.argv[1], "seen.json"), "w"))
+"""
+
+
+def test_the_template_passes_nothing_from_one_job_to_the_next(tmp_path):
+    """Every worker is forked from one template (sandbox.ForkServer), which has imported torch
+    and the kit and never an upload. A job that rewrites torch, the kit's modules, builtins and
+    its environment leaves nothing of it to the next job of the same template; as root it can
+    neither stop the template nor open its memory (the worker account is not root's)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chmod(tmp_path, 0o755)
+    work.chmod(0o711)
+    code = sandbox.prepare_code_dir(work)
+    (code / "worker.py").write_text(TEMPLATE_WORKER)
+    user = sandbox.worker_user() if dropping_privileges() else None
+    template = sandbox.fork_server(code).proc.pid
+    seen = []
+    for role in ("poison", "look"):
+        job = sandbox.new_job_dir(work, user)
+        spec = {"role": role, "template": template, "attack": user is not None}
+        (job / "job.json").write_text(json.dumps(spec))
+        result = sandbox.run_worker(code, job, 120, user)
+        assert result.returncode == 0, result.log_tail
+        seen.append(json.loads((job / "seen.json").read_text()))
+        sandbox.remove_job_dir(job)
+    assert sandbox.fork_server(code).proc.pid == template  # the same template served both jobs
+    poisoned, looked = seen
+    assert poisoned["torch_preloaded"]
+    assert looked == {
+        "torch_preloaded": True,
+        "add": "Tensor",
+        "judge": True,
+        "builtins": False,
+        "environ": False,
+        "module": False,
+    }
+    if user is not None:
+        assert poisoned["signal"] == "PermissionError" and poisoned["memory"] == "PermissionError", poisoned
+    sandbox.stop_fork_server()
