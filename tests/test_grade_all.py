@@ -410,7 +410,7 @@ def test_interrupted_batch_resumes_and_regrades_changed_uploads(tmp_path):
 
 
 def test_default_jobs_take_the_free_cores_and_fit_memory(monkeypatch):
-    """A quiet 4-core machine grades 4 at a time (300 in under 2 hours at 73 CPU-s each); other
+    """A quiet 4-core machine grades 4 at a time (300 in about 1.1 hours at 50 CPU-s each); other
     programs' cores are left to them; memory caps the count at 1.5 GB a grading."""
     monkeypatch.setattr(grade_all, "physical_cores", lambda: 16)
     monkeypatch.setattr(grade_all, "available_memory_gb", lambda: 100.0)
