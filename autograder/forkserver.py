@@ -31,6 +31,8 @@ import tempfile
 import traceback
 
 HANDSHAKE_ENV = "AUTOGRADER_HANDSHAKE"  # sandbox.HANDSHAKE_ENV
+BROKEN, BROKEN_EXIT = "AUTOGRADER-WORKER-BROKEN", 86  # worker.py's signal: the grader's fault
+HEADROOM_MB = 64  # the least address space a worker needs beyond what it inherits
 CONFINEMENT_FAILED_EXIT = 70
 confine = None  # autograder/confine.py, imported by main() from this file's folder
 
@@ -95,6 +97,14 @@ def spawn(request: dict, fds: list, sock: socket.socket) -> int:
     return int(answer)
 
 
+def address_space_mb() -> int:
+    """This process's address space (VmSize), in MB."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
 def become_worker(request: dict, fds: list, sock: socket.socket) -> None:
     """In the forked worker: what a fresh process got from sandbox.run_worker, then worker.py."""
     log, status, *handshake = fds
@@ -128,6 +138,14 @@ def become_worker(request: dict, fds: list, sock: socket.socket) -> None:
             os._exit(CONFINEMENT_FAILED_EXIT)
     os.write(status, b"ok")
     os.close(status)
+    inherited = address_space_mb()
+    if inherited + HEADROOM_MB > request["memory_mb"]:  # what a fresh worker's import of torch would hit
+        print(
+            f"{BROKEN}: MemoryError: the template's {inherited} MB of address space leave no room "
+            f"under the worker's {request['memory_mb']} MB cap",
+            flush=True,
+        )
+        os._exit(BROKEN_EXIT)
     code = 0
     try:
         sys.argv = [request["worker"], request["job_dir"]]

@@ -353,10 +353,12 @@ def test_selfcheck_rejects_a_cuda_torch(monkeypatch):
 
 
 def test_worker_and_harness_agree_on_the_broken_worker_signal():
-    from autograder import worker
+    from autograder import forkserver, worker
 
     assert (worker.BROKEN, worker.BROKEN_EXIT) == (sandbox.WORKER_BROKEN, sandbox.WORKER_BROKEN_EXIT)
     assert worker.HANDSHAKE_ENV == sandbox.HANDSHAKE_ENV
+    assert (forkserver.BROKEN, forkserver.BROKEN_EXIT) == (sandbox.WORKER_BROKEN, sandbox.WORKER_BROKEN_EXIT)
+    assert forkserver.HANDSHAKE_ENV == sandbox.HANDSHAKE_ENV
 
 
 @needs_root
