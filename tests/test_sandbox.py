@@ -679,6 +679,9 @@ def test_the_template_passes_nothing_from_one_job_to_the_next(tmp_path):
     (code / "worker.py").write_text(TEMPLATE_WORKER)
     user = sandbox.worker_user() if dropping_privileges() else None
     template = sandbox.fork_server(code).proc.pid
+    # Memory every fork would share with the template and with each other: none is writable.
+    maps = Path(f"/proc/{template}/maps").read_text().splitlines()
+    assert not [m for m in maps if m.split()[1][1] == "w" and m.split()[1][3] == "s"], maps
     seen = []
     for role in ("poison", "look"):
         job = sandbox.new_job_dir(work, user)
