@@ -1,11 +1,12 @@
 """The workers' template: a Python that has imported torch and the kit, and never a student's
 file, forks one confined worker per job (sandbox.ForkServer asks, over a Unix socket).
 
-Started by the harness as `python -E -s forkserver.py FD CODE` (FD: its end of the socket; CODE:
-the jobs' code folder, sandbox.prepare_code_dir, which replaces this file's folder on sys.path
-before anything is imported from it, as it is first on a fresh worker's). A fresh worker spent about 2 s of CPU importing torch and `torch._inductor`
-(which torch.use_deterministic_algorithms, DEBUG's switch, imports) before reading its job;
-here that is paid once per grading. For each request (the job's folder, its environment, the
+Started by the harness as `python -E -s forkserver.py FD CODE` (FD: its end of the socket;
+CODE: the jobs' code folder, sandbox.prepare_code_dir, which replaces this file's folder on
+sys.path before anything is imported from it, as it is first on a fresh worker's). A fresh
+worker spent about 2 s of CPU importing torch and `torch._inductor` (which
+torch.use_deterministic_algorithms, DEBUG's switch, imports) before reading its job; here that
+is paid once per grading. For each request (the job's folder, its environment, the
 account and limits, and the worker's log and handshake descriptors, passed with SCM_RIGHTS) it
 forks twice: the middle process exits at once, so the worker is re-parented to the harness
 (a child subreaper) and the harness waits for it, reads its CPU time and kills its group as it

@@ -137,9 +137,9 @@ class Grader:
         self.fast_path_failed = set()  # pieces correct in DEBUG and wrong outside it
         self.kernel_cpu = {}  # speed piece -> role -> least CPU seconds of its worker's calls
         self.speed_reference = {}  # speed piece -> its fixture's model with the given code
-        # the kernel-timed calls' prompts, new for each grading and each role (new_call_seed):
-        # a worker learns its seed only after its set-up CPU was read, so no work on them can
-        # hide in its set-up
+        # (piece, role) -> the seed of its latest timed worker's prompts, new for each worker
+        # (new_call_seed): a worker learns it only after its set-up CPU was read, so no work on
+        # them can hide in its set-up
         self.call_seeds = {}
         self.last_cpu_s = self.last_setup_cpu_s = None  # of the last worker, from the kernel
         self.contention = load.contention()  # wall / CPU seconds here: 1 on a quiet machine

@@ -9,8 +9,8 @@ It checks, in order:
    confinement (otherwise the harness refuses to grade: student code never runs as root);
 3. the starter, graded through run_autograder as Gradescope runs it (the unprivileged account,
    the real limits), gets for every test the record "not implemented yet": the worker had torch
-   and the kit (from the template it was forked from) and reached the student's stub. "The starter scored 0" is not enough: a
-   worker that cannot import torch also scores 0.
+   and the kit (from the template it was forked from) and reached the student's stub. "The
+   starter scored 0" is not enough: a worker that cannot import torch also scores 0.
 """
 
 import importlib.metadata

@@ -732,19 +732,22 @@ def _near_tie(model, expected, row, pos) -> float:
     return float(top2[0] - top2[1])
 
 
-def compare_greedy(model, got, expected, what: str, near_tie=None, failure=CheckFailed) -> str:
-    """'' if equal; a note if they differ only after a near-tie (a top-2 margin below
-    `near_tie`, NEAR_TIE by default); raises `failure` otherwise."""
-    near_tie = NEAR_TIE if near_tie is None else near_tie
+def _token_ids(got, shape: tuple, what: str):
+    """`got` as torch.long, once it is a tensor of token ids of `shape` (else CheckFailed)."""
     if not isinstance(got, torch.Tensor) or got.is_floating_point() or got.dtype == torch.bool:
         _fail(
             f"{what} must return a tensor of token ids (torch.long); got {getattr(got, 'dtype', type(got))}."
         )
-    if got.shape != expected.shape:
-        _fail(
-            f"{what} returned shape {tuple(got.shape)}; expected {tuple(expected.shape)} (prompt + max_new_tokens)."
-        )
-    got = got.long()
+    if tuple(got.shape) != shape:
+        _fail(f"{what} returned shape {tuple(got.shape)}; expected {shape} (prompt + max_new_tokens).")
+    return got.long()
+
+
+def compare_greedy(model, got, expected, what: str, near_tie=None, failure=CheckFailed) -> str:
+    """'' if equal; a note if they differ only after a near-tie (a top-2 margin below
+    `near_tie`, NEAR_TIE by default); raises `failure` otherwise."""
+    near_tie = NEAR_TIE if near_tie is None else near_tie
+    got = _token_ids(got, tuple(expected.shape), what)
     if _first_mismatch(got, expected) is None:
         return ""
     notes = []
@@ -774,16 +777,8 @@ def verify_greedy(model, prompt, new: int, got, what: str, near_tie=None, failur
     compare_greedy's near-tie test (a row is excused from there on). Costs one forward of the
     whole sequence instead of `new` of growing ones. The prompt must come back unchanged."""
     near_tie = NEAR_TIE if near_tie is None else near_tie
-    if not isinstance(got, torch.Tensor) or got.is_floating_point() or got.dtype == torch.bool:
-        _fail(
-            f"{what} must return a tensor of token ids (torch.long); got {getattr(got, 'dtype', type(got))}."
-        )
     batch, plen = prompt.shape
-    if tuple(got.shape) != (batch, plen + new):
-        _fail(
-            f"{what} returned shape {tuple(got.shape)}; expected {(batch, plen + new)} (prompt + max_new_tokens)."
-        )
-    got = got.long()
+    got = _token_ids(got, (batch, plen + new), what)
     if new:
         with torch.no_grad():
             logits, _ = model(got[:, :-1], all_logits=True)
